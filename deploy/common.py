@@ -14,6 +14,8 @@ from typing import Callable
 import nir
 import torch
 
+from spikeport.deploy.lowering import Conventions
+
 # Maps the chip part's output spike trains {nir output node -> [T, B, ...]} to logits [B, C].
 # None when the whole model runs on the chip (chip-native): the logits are then the
 # output layer's spike counts.
@@ -32,3 +34,5 @@ class DeployInput:
     out_dir: Path                  # runs/X/deploy/<target>/ (the target may write files here)
     target: str                    # loihi | loihi2 | speck
     engine: str                    # lava | fast | sinabs
+    conventions: Conventions | None = None  # the producer's neuron conventions (None: NIR's literal reading)
+    step_s: float | None = None    # real time one step lasts (the bin width); None: dt

@@ -43,33 +43,66 @@ def neuron_node(beta: np.ndarray, threshold: np.ndarray, dt: float, name: str) -
 
 @dataclass
 class DiscreteNeuron:
-    """One Euler step of a NIR neuron: ``v = beta * v + gain * I + leak``; spike if ``v > threshold``;
-    then ``v = v_reset`` where it spiked. Arrays of the layer's output shape (float32)."""
+    """One Euler step of a NIR neuron, arrays of the layer's output shape (float32)::
+
+        i = alpha * i + gain * I          (alpha = 0: no current state, i = gain * I)
+        v = beta * v + i + leak;  spike if v > threshold;  v = v_reset where it spiked
+
+    ``gain`` carries every input factor of the node (for CubaLIF ``w_in dt/tau_syn r dt/tau_mem``),
+    so the current is in the membrane's units. Non-spiking nodes (LI, CubaLI) have threshold inf.
+    """
 
     beta: np.ndarray
     gain: np.ndarray
     leak: np.ndarray
     threshold: np.ndarray
     v_reset: np.ndarray
+    alpha: np.ndarray | None = None
+
+
+def _if_from_infinite_tau(node: nir.LIF, dt: float) -> nir.IF | None:
+    """snntorch writes beta == 1 as LIF(tau=inf, r=inf) (r = tau/dt): an IF whose per-step gain
+    r*dt/tau -> 1 in the limit."""
+    tau = np.asarray(node.tau, dtype=np.float64)
+    if not np.all(np.isinf(tau)):
+        return None
+    r = np.asarray(node.r, dtype=np.float64)
+    if not np.all(np.isinf(r)):
+        raise UnsupportedNodeError("LIF with tau = inf and finite r has no input")
+    return nir.IF(r=np.full(np.shape(r), 1.0 / dt), v_threshold=node.v_threshold, v_reset=node.v_reset)
 
 
 def discrete_neuron(node: nir.NIRNode, dt: float, name: str = "?") -> DiscreteNeuron:
-    """Forward-Euler discretisation of a NIR IF or LIF node with step ``dt`` (seconds).
+    """Forward-Euler discretisation of a NIR IF, LIF, CubaLIF, LI or CubaLI node with step ``dt`` (s).
 
-    Computed in float64 and rounded to float32 once, so the project's own exports round-trip
-    to the trained float32 beta bit for bit (and the gain to exactly 1).
+    NIR: IF ``dv/dt = r I``; LIF ``tau dv/dt = v_leak - v + r I``; CubaLIF
+    ``tau_syn dI/dt = -I + w_in x``, ``tau_mem dv/dt = v_leak - v + r I``; LI and CubaLI the same
+    without spikes. Computed in float64 and rounded to float32 once, so the project's own exports
+    round-trip to the trained float32 beta bit for bit (and the gain to exactly 1).
     """
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    if isinstance(node, nir.LIF):
+    alpha = None
+    if isinstance(node, nir.LIF) and (as_if := _if_from_infinite_tau(node, dt)) is not None:
+        node = as_if
+    if isinstance(node, (nir.LIF, nir.LI)):
         k = dt / f64(node.tau)
         beta, gain, leak = 1.0 - k, k * f64(node.r), k * f64(node.v_leak)
     elif isinstance(node, nir.IF):
         r = f64(node.r)
         beta, gain, leak = np.ones_like(r), dt * r, np.zeros_like(r)
+    elif isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+        ks, km = dt / f64(node.tau_syn), dt / f64(node.tau_mem)
+        w_in = f64(node.w_in) if getattr(node, "w_in", None) is not None else 1.0
+        # the factor dt/tau_syn is the current's Euler step: I += dt/tau_syn (w_in x - I)
+        alpha, beta = 1.0 - ks, 1.0 - km
+        gain, leak = w_in * ks * f64(node.r) * km, km * f64(node.v_leak)
     else:
-        raise UnsupportedNodeError(f"node '{name}': {type(node).__name__} is not a IF or LIF neuron")
-    v_reset = node.v_reset if node.v_reset is not None else np.zeros_like(node.v_threshold)
-    shape = np.broadcast_shapes(np.shape(beta), np.shape(node.v_threshold))
+        raise UnsupportedNodeError(f"node '{name}': {type(node).__name__} is not a NIR neuron node")
+    spiking = isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF))
+    threshold = f64(node.v_threshold) if spiking else np.full(np.shape(beta), np.inf)
+    v_reset = getattr(node, "v_reset", None)
+    v_reset = np.zeros_like(threshold) if v_reset is None or not spiking else v_reset
+    shape = np.broadcast_shapes(np.shape(beta), np.shape(gain), np.shape(threshold))
     as32 = lambda a: np.broadcast_to(np.asarray(a, dtype=np.float32), shape).copy()  # noqa: E731
-    return DiscreteNeuron(beta=as32(beta), gain=as32(gain), leak=as32(leak),
-                          threshold=as32(node.v_threshold), v_reset=as32(v_reset))
+    return DiscreteNeuron(beta=as32(beta), gain=as32(gain), leak=as32(leak), threshold=as32(threshold),
+                          v_reset=as32(v_reset), alpha=as32(alpha) if alpha is not None else as32(np.zeros(shape)))

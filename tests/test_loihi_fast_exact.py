@@ -10,7 +10,12 @@ from spikeport.deploy.loihi import fast_engine as fe
 from spikeport.deploy.loihi.fast_engine import accumulation_dtype, run_fast, synaptic_bound
 from spikeport.deploy.loihi.lava_run import run_lava
 from spikeport.deploy.loihi.netx_writer import write_netx
-from spikeport.deploy.loihi.nir_graph import Layer, walk
+from spikeport.deploy.loihi.target import loihi_layers
+from spikeport.deploy.lowering import Layer, lower
+
+
+def walk_(graph, dt):
+    return loihi_layers(lower(graph, dt))
 from spikeport.deploy.loihi.quantize import QuantLayer, QuantNet, quantize
 
 DT = 1e-3
@@ -26,10 +31,11 @@ def lif(shape, beta: float) -> nir.NIRNode:
 
 
 def cuba(shape, alpha: float, beta: float) -> nir.NIRNode:
+    """snntorch's Synaptic as its exporter writes it: w_in = tau_syn / dt cancels the current's dt / tau_syn."""
     shape = tuple(shape)
     tau_mem, tau_syn = DT / (1 - beta), DT / (1 - alpha)
     return nir.CubaLIF(tau_syn=np.full(shape, tau_syn), tau_mem=np.full(shape, tau_mem), r=np.full(shape, tau_mem / DT),
-                       v_leak=np.zeros(shape), v_threshold=np.ones(shape), w_in=np.ones(shape))
+                       v_leak=np.zeros(shape), v_threshold=np.ones(shape), w_in=np.full(shape, tau_syn / DT))
 
 
 def chain(nodes: dict, extra_edges=()) -> nir.NIRGraph:
@@ -110,7 +116,7 @@ def test_float32_paths_equal_the_int64_reference():
     """IF (float32 state, units of 2**6) and LIF (float64 state) with float32 synaptic sums: the bounds
     hold, so the spikes equal the int64 transcription, every layer and step, binary and graded input."""
     for beta, graded, mode in ((1.0, 0, "if"), (0.9, 0, "lif"), (1.0, 7, "if")):
-        net = quantize(walk(conv_graph(beta), DT), input_bits=3 if graded else 0)
+        net = quantize(walk_(conv_graph(beta), DT), input_bits=3 if graded else 0)
         x = spikes_in(12, 9, (2, 12, 12), 0.3, seed=int(beta * 10) + graded, graded=graded)
         plans = fe._plan(net, x.shape[1], "auto")
         assert [p.mode for p in plans] == [mode] * 3 and all(p.acc == torch.float32 for p in plans)
@@ -126,7 +132,7 @@ def test_float32_paths_equal_the_int64_reference():
 
 def test_current_memory_and_recurrence_equal_lava_and_the_int64_reference(tmp_path):
     graph = cuba_recurrent_graph()
-    net = quantize(walk(graph, DT))
+    net = quantize(walk_(graph, DT))
     assert net.layers[0].i_decay == 1024 and net.layers[0].rec_weight is not None
     assert [p.mode for p in fe._plan(net, 10, "auto")] == ["cuba", "cuba"]
     x = spikes_in(12, 10, (20,), 0.35, seed=11)
@@ -143,7 +149,7 @@ def test_current_memory_and_recurrence_equal_lava_and_the_int64_reference(tmp_pa
     assert int((per_sample > 0).sum()) == x.shape[0]
 
     # recurrent blocks at two depths, 8 samples
-    net2 = quantize(walk(cuba_two_recurrent_graph(), DT))
+    net2 = quantize(walk_(cuba_two_recurrent_graph(), DT))
     assert [q.rec_weight is not None for q in net2.layers] == [True, True, False]
     assert all(q.i_decay < 4096 for q in net2.layers)
     x2 = spikes_in(8, 9, (16,), 0.35, seed=12)
@@ -155,7 +161,7 @@ def test_current_memory_and_recurrence_equal_lava_and_the_int64_reference(tmp_pa
 
     # without the recurrent block, current memory over 12 samples in one Lava run
     nodes = {k: v for k, v in graph.nodes.items() if k != "rec1"}
-    net = quantize(walk(chain(nodes), DT))
+    net = quantize(walk_(chain(nodes), DT))
     assert [p.mode for p in fe._plan(net, 10, "auto")] == ["cuba", "cuba"]
     fast = run_fast(net, x, record=True, batch_size=5)
     lava = run_lava(write_netx(net, tmp_path / "cuba.net"), x, [q.name for q in net.layers])

@@ -13,7 +13,12 @@ from spikeport.deploy.loihi.fast_engine import run_fast
 from spikeport.deploy.loihi.lava_run import run_lava
 from spikeport.deploy.loihi.mapper import map_cores
 from spikeport.deploy.loihi.netx_writer import write_netx
-from spikeport.deploy.loihi.nir_graph import walk
+from spikeport.deploy.loihi.target import loihi_layers
+from spikeport.deploy.lowering import lower
+
+
+def walk_(graph, dt):
+    return loihi_layers(lower(graph, dt))
 from spikeport.deploy.loihi.quantize import quantize
 from spikeport.deploy.loihi.target import deploy_loihi
 from spikeport.errors import MappingError, UnsupportedNodeError
@@ -107,7 +112,7 @@ def assert_same_trains(fast: dict, lava: dict) -> int:
 
 
 def test_conv_net_fast_engine_equals_lava_spike_for_spike(tmp_path):
-    graph = walk(chip_native_to_nir(conv_model()), DT)
+    graph = walk_(chip_native_to_nir(conv_model()), DT)
     net = quantize(graph)
     path = write_netx(net, tmp_path / "conv.net")
     x = spikes_in(20, 10, (2, 12, 12), 0.25, seed=3)
@@ -118,7 +123,7 @@ def test_conv_net_fast_engine_equals_lava_spike_for_spike(tmp_path):
 
 
 def test_recurrent_dense_net_fast_engine_equals_lava_spike_for_spike(tmp_path):
-    graph = walk(recurrent_graph(), DT)
+    graph = walk_(recurrent_graph(), DT)
     assert graph.layers[0].rec_weight is not None and graph.layers[0].rec_synapse == "rec1"
     net = quantize(graph)
     path = write_netx(net, tmp_path / "rec.net")
@@ -133,7 +138,7 @@ def test_recurrent_dense_net_fast_engine_equals_lava_spike_for_spike(tmp_path):
 
 def test_graded_input_counts_match_lava(tmp_path):
     """Loihi 2 graded input spikes (counts per bin): same integer arithmetic in both engines."""
-    graph = walk(chip_native_to_nir(conv_model(seed=2)), DT)
+    graph = walk_(chip_native_to_nir(conv_model(seed=2)), DT)
     g = torch.Generator().manual_seed(5)
     x = torch.randint(0, 4, (4, 6, 2, 12, 12), generator=g).float() * (torch.rand(4, 6, 2, 12, 12, generator=g) < 0.2)
     net = quantize(graph, input_bits=2)
@@ -147,7 +152,7 @@ def test_netx_file_loads_in_netx_with_our_integers(tmp_path):
     import h5py
     from lava.lib.dl import netx
 
-    graph = walk(recurrent_graph(), DT)
+    graph = walk_(recurrent_graph(), DT)
     net = quantize(graph)
     path = write_netx(net, tmp_path / "m.net")
     lava_net = netx.hdf5.Network(net_config=str(path))
@@ -179,7 +184,7 @@ def test_quantised_chip_equals_snntorch_when_weights_are_on_the_grid():
                 m.bias.zero_()
     x = spikes_in(8, 10, (2, 10, 10), 0.3, seed=6)
     out = model(x, record=True)
-    net = quantize(walk(chip_native_to_nir(model), DT))
+    net = quantize(walk_(chip_native_to_nir(model), DT))
     assert all(q.scale == 128 and q.vth == 128 for q in net.layers)
     fast = run_fast(net, x, record=True)
     for name in ("lif1", "lif2"):
@@ -193,7 +198,7 @@ def test_synops_of_a_tiny_network_equal_a_hand_count():
     nodes = {"input": nir.Input(np.array([3])), "fc1": nir.Linear(weight=np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])),
              "lif1": neuron((2,), 1.0, threshold=2.5), "output": nir.Output(np.array([2]))}
     graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "output")], type_check=False)
-    net = quantize(walk(graph, DT))
+    net = quantize(walk_(graph, DT))
     # one sample, 3 steps: input spikes at t0: {0, 2}, t1: {1}, t2: {2}
     x = torch.tensor([[[1, 0, 1], [0, 1, 0], [0, 0, 1]]], dtype=torch.float32)
     res = run_fast(net, x, record=True)
@@ -238,7 +243,7 @@ def test_host_head_gets_the_chip_output(tmp_path):
                       engine="fast")
     stats = deploy_loihi(inp, load_profile("loihi2"))
     assert seen["output"].shape == (8, 5, 5) and "lif3" in seen
-    fast = run_fast(quantize(walk(chip_native_to_nir(model), DT)), x)
+    fast = run_fast(quantize(walk_(chip_native_to_nir(model), DT)), x)
     expected = (-fast.output.float().sum(0)).argmax(1)
     assert stats.accuracy == pytest.approx(float((expected == 0).float().mean()))
 
@@ -251,7 +256,7 @@ def test_sum_pool_is_folded_exactly():
              "lif1": neuron((3, 4, 4), 1.0), "output": nir.Output(np.array([3, 4, 4]))}
     graph = nir.NIRGraph(nodes=nodes, edges=[("input", "pool"), ("pool", "conv1"), ("conv1", "lif1"), ("lif1", "output")],
                          type_check=False)
-    layer = walk(graph, DT).layers[0]
+    layer = walk_(graph, DT).layers[0]
     x = torch.rand(5, 2, 8, 8, dtype=torch.float64)
     ref = torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(x, 2) * 4, torch.as_tensor(w), padding=1)
     got = torch.nn.functional.conv2d(x, torch.as_tensor(layer.weight), stride=layer.stride, padding=layer.padding)
@@ -262,7 +267,7 @@ def test_sum_pool_is_folded_exactly():
              "flatten": nir.Flatten(input_type={"input": np.array([2, 3, 3])}, start_dim=0),
              "fc1": nir.Linear(weight=wd), "lif1": neuron((5,), 1.0), "output": nir.Output(np.array([5]))}
     order = ["input", "pool", "flatten", "fc1", "lif1", "output"]
-    layer = walk(nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False), DT).layers[0]
+    layer = walk_(nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False), DT).layers[0]
     ref = torch.nn.functional.avg_pool2d(x, 3, 2).reshape(5, -1) @ torch.as_tensor(wd).T
     assert layer.flatten_before and torch.allclose(ref, x.reshape(5, -1) @ torch.as_tensor(layer.weight).T)
 
@@ -272,7 +277,7 @@ def test_unsupported_node_and_cycle_are_named():
              "thr": nir.Threshold(np.ones(4)), "output": nir.Output(np.array([4]))}
     g = nir.NIRGraph(nodes=nodes, edges=[("input", "fc1"), ("fc1", "thr"), ("thr", "output")], type_check=False)
     with pytest.raises(UnsupportedNodeError, match="'thr'.*Threshold"):
-        walk(g, DT)
+        walk_(g, DT)
     # a cycle over two layers (lif2 -> fc3 -> lif1) is not a recurrent dense block
     nodes = {"input": nir.Input(np.array([4])), "fc1": nir.Linear(weight=np.ones((4, 4))), "lif1": neuron((4,), 1.0),
              "fc2": nir.Linear(weight=np.ones((4, 4))), "lif2": neuron((4,), 1.0), "fc3": nir.Linear(weight=np.ones((4, 4))),
@@ -280,7 +285,7 @@ def test_unsupported_node_and_cycle_are_named():
     edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "fc3"), ("fc3", "lif1"),
              ("lif2", "output")]
     with pytest.raises(UnsupportedNodeError, match="lif"):
-        walk(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), DT)
+        walk_(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), DT)
 
 
 def test_mapper_rejects_a_layer_with_too_many_inputs_and_too_many_cores():
@@ -288,12 +293,12 @@ def test_mapper_rejects_a_layer_with_too_many_inputs_and_too_many_cores():
             "lif1": neuron((8,), 1.0), "output": nir.Output(np.array([8]))}
     g = nir.NIRGraph(nodes=wide, edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "output")], type_check=False)
     with pytest.raises(MappingError, match="layer 'lif1'.*5000 input axons.*4096"):
-        map_cores(quantize(walk(g, DT)), load_profile("loihi"))
+        map_cores(quantize(walk_(g, DT)), load_profile("loihi"))
     big = {"input": nir.Input(np.array([64])), "fc1": nir.Linear(weight=np.ones((140 * 1024, 64))),
            "lif1": neuron((140 * 1024,), 1.0), "output": nir.Output(np.array([140 * 1024]))}
     g = nir.NIRGraph(nodes=big, edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "output")], type_check=False)
     with pytest.raises(MappingError, match="needs 140 cores.*128"):
-        map_cores(quantize(walk(g, DT)), load_profile("loihi"))
+        map_cores(quantize(walk_(g, DT)), load_profile("loihi"))
 
 
 def test_mapper_splits_by_synaptic_memory():
@@ -301,7 +306,7 @@ def test_mapper_splits_by_synaptic_memory():
     g = nir.NIRGraph(nodes={"input": nir.Input(np.array([2000])), "fc1": nir.Linear(weight=np.ones((1000, 2000))),
                             "lif1": neuron((1000,), 1.0), "output": nir.Output(np.array([1000]))},
                      edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "output")], type_check=False)
-    m = map_cores(quantize(walk(g, DT)), load_profile("loihi"))
+    m = map_cores(quantize(walk_(g, DT)), load_profile("loihi"))
     assert m.cores_used == 16 and all(c.synaptic_bytes <= 128 * 1024 for c in m.cores)
     assert sum(c.neurons for c in m.cores) == 1000
 
@@ -313,5 +318,5 @@ def test_weight_clipping_is_warned_and_counted():
                             "output": nir.Output(np.array([4]))},
                      edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "output")], type_check=False)
     with pytest.warns(UserWarning, match="clipped 1"):
-        net = quantize(walk(g, DT), weight_percentile=90)
+        net = quantize(walk_(g, DT), weight_percentile=90)
     assert net.clipped == 1 and net.layers[0].weight.max() == 254

@@ -406,9 +406,9 @@ def test_nodes_speck_cannot_run_are_named():
     with pytest.raises(UnsupportedNodeError, match=r"node 'lif1' \(CubaLIF\): a synaptic current"):
         nir_to_chip_form(chain_graph([4], [("fc1", nir.Affine(weight=w, bias=np.zeros(3))), ("lif1", cuba)], [3]), DT)
     reset = nir.IF(r=np.full(3, 1 / DT), v_threshold=np.ones(3), v_reset=np.full(3, 0.5))
-    with pytest.raises(UnsupportedNodeError, match="node 'lif1': resets to 0.5; Speck neurons reset to zero"):
+    with pytest.raises(UnsupportedNodeError, match="node 'lif1': resets to 0.5; chip neurons reset to 0"):
         nir_to_chip_form(chain_graph([4], [("fc1", nir.Affine(weight=w, bias=np.zeros(3))), ("lif1", reset)], [3]), DT)
-    with pytest.raises(UnsupportedNodeError, match="node 'fc1' has no neurons after it"):
+    with pytest.raises(UnsupportedNodeError, match="reads node 'fc1', which has no neurons after its weights"):
         nir_to_chip_form(chain_graph([4], [("fc1", nir.Affine(weight=w, bias=np.zeros(3)))], [3]), DT)
     # dense layer on a non-square 2x4 input cannot be a square Speck kernel
     graph = chain_graph([1, 2, 4], [("flatten", nir.Flatten(input_type={"input": np.array([1, 2, 4])}, start_dim=0)),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikeport.deploy.loihi.nir_graph import Layer, LayerGraph
+from spikeport.deploy.lowering import Layer, LayerGraph
 
 W_MAX = 254          # largest mixed-sign weight: mantissa 127, scaled by 2
 VTH_MAX = 2**17 - 1  # threshold mantissa: 17-bit unsigned
@@ -45,12 +45,19 @@ class QuantLayer:
     layer: Layer
     weight: np.ndarray            # int64, conv [Cout, Cin, kH, kW], dense [out, in]
     rec_weight: np.ndarray | None
-    bias: np.ndarray | None       # int64 bias mantissa per output channel (exponent 6)
+    bias: np.ndarray | None       # int64 bias mantissa (exponent 6): per output channel, or per neuron
+                                  # (an array of the layer's output shape)
     vth: int                      # threshold mantissa (compared as vth << 6)
     i_decay: int                  # 0..4096, 4096 = no current memory
     v_decay: int                  # 0..4096, 0 = no leak
     scale: float                  # integer units per float unit
     clipped: int = 0              # weights + biases clipped to the representable range
+    # netx axonal delays (dense only), int64 extra steps: [out] one per output neuron, or [out, in] one
+    # per synapse; None = no delay beyond the synapse block's own step
+    delay: np.ndarray | None = None
+    # netx input layer with neurons: the input drives them directly (identity weights, no synapse
+    # step in Lava), written back as layer type ``input``
+    input_neurons: bool = False
 
     @property
     def name(self) -> str:

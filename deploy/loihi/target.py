@@ -13,14 +13,50 @@ from spikeport.deploy.loihi.counting import layer_counts
 from spikeport.deploy.loihi.fast_engine import run_fast
 from spikeport.deploy.loihi.mapper import map_cores
 from spikeport.deploy.loihi.netx_writer import write_netx
-from spikeport.deploy.loihi.nir_graph import LayerGraph, walk
 from spikeport.deploy.loihi.quantize import QuantNet, input_bits_for, quantize
+from spikeport.deploy.lowering import LayerFeatures, LayerGraph, check_features, fold_pooling, lower
 from spikeport.errors import ConfigError
 from spikeport.hw_profiles import Profile
 from spikeport.io import write_json_atomic
 from spikeport.schemas import Stats
 
 ENGINES = ("fast", "lava")
+
+LOIHI_FEATURES = LayerFeatures(
+    target="Loihi", neuron_types=("IF", "LIF", "CubaLIF"), current_memory=True, recurrence=True, delays=False,
+    membrane_readout=False, pooling=False, multiple_taps=False,
+    why_not={
+        "LI": "a membrane readout: the Loihi engines read spikes only (read the membrane on the host)",
+        "CubaLI": "a membrane readout: the Loihi engines read spikes only (read the membrane on the host)",
+        "membrane": "the Loihi engines read spikes only",
+        "Delay": "axonal delays are not written to netx by this target yet",
+        "pooled_tap": "netx has no pooling layer",
+    })
+
+
+def loihi_layers(graph: LayerGraph) -> LayerGraph:
+    """The lowered graph as Loihi's CUBA layers run it: pooling folded into weights, and what the
+    chip's neuron cannot hold moved where it can, each change listed as an approximation."""
+    check_features(graph, LOIHI_FEATURES)
+    graph = fold_pooling(graph)
+    conv = graph.conventions
+    for layer in graph.layers:
+        if layer.current_bias is not None:
+            # netx adds a bias to the voltage; a bias into the current reaches the voltage as
+            # b / (1 - alpha) in steady state (exact after the current settles).
+            moved = layer.current_bias / (1.0 - layer.alpha)
+            layer.bias = moved if layer.bias is None else layer.bias + moved
+            layer.current_bias = None
+            layer.notes.append(f"{layer.name}: the bias into the synaptic current runs as a voltage bias "
+                               f"b / (1 - alpha) = {1 / (1 - layer.alpha):.4g} b (equal in steady state)")
+    if conv.reset == "subtract":
+        graph.layers[0].notes.append("all layers: the producer resets by subtraction; Lava's LIF resets to zero")
+    if conv.spikes_per_step == "multi":
+        graph.layers[0].notes.append("all layers: the producer fires several spikes per step; Loihi one at most")
+    if conv.membrane_floor is not None:
+        graph.layers[0].notes.append(f"all layers: the producer floors the membrane at {conv.membrane_floor:g} x "
+                                     "threshold; Loihi's floor is the 24-bit range")
+    return graph
 
 
 def _predict(inp: DeployInput, output_name: str, last_layer: str, out_trains: torch.Tensor) -> torch.Tensor:
@@ -35,7 +71,7 @@ def _predict(inp: DeployInput, output_name: str, last_layer: str, out_trains: to
 
 def prepare(inp: DeployInput, profile: Profile) -> tuple[LayerGraph, QuantNet, torch.Tensor, int]:
     """(layer graph, quantised network, inputs cut to T, input message bits): what both engines run."""
-    graph = walk(inp.graph, inp.dt)
+    graph = loihi_layers(lower(inp.graph, inp.dt, inp.conventions))
     x = inp.inputs[:, :inp.timesteps]
     want_bits = input_bits_for(x.numpy())
     max_bits = int(profile.limits["input_message_bits"].si()) if "input_message_bits" in profile.limits else 0

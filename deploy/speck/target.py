@@ -86,7 +86,7 @@ def deploy_speck(inp: DeployInput, profile: Profile | str | Path = "speck", batc
     if inp.engine not in ("sinabs", "fast"):
         raise ConfigError(f"engine '{inp.engine}' is not available for Speck; use 'sinabs'")
     limits = SpeckLimits.from_profile(profile)
-    form = nir_to_chip_form(inp.graph, inp.dt)
+    form = nir_to_chip_form(inp.graph, inp.dt, inp.conventions)
     check_limits(form, limits)
     check_inputs(inp, form)
     quant = quantise(form, limits, weight_quantile=weight_quantile)
