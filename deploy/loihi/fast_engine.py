@@ -102,6 +102,9 @@ class _Plan:
     bias: torch.Tensor | None  # bias mantissa per output channel (conv) or neuron (dense), acc dtype
     rec_acc: torch.dtype | None = None
     rec_weight: torch.Tensor | None = None  # [n, n] transposed
+    # axonal delays: (delay, output neuron indices) per distinct delay, or (delay, weight [n_in, n_out]
+    # holding only the synapses of that delay) where delays differ within a neuron's synapses
+    delays: list[tuple[int, torch.Tensor]] | None = None
 
     @property
     def conv(self) -> bool:
@@ -109,8 +112,10 @@ class _Plan:
 
     @property
     def fuse_bias(self) -> bool:
-        # with |a| < 2**17 proven, u = a << 6 and the bias add as one integer in units of 2**6
-        return self.mode in ("if", "lif") and self.bound < NO_WRAP
+        # with |a| < 2**17 proven, u = a << 6 and the bias add as one integer in units of 2**6;
+        # not where the input is delayed (the bias is not) or a conv bias is per neuron
+        per_channel = self.q.bias is None or not self.conv or self.q.bias.ndim == 1
+        return self.mode in ("if", "lif") and self.bound < NO_WRAP and self.delays is None and per_channel
 
 
 def _plan(net: QuantNet, timesteps: int, arithmetic: str) -> list[_Plan]:
@@ -147,23 +152,70 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str) -> list[_Plan]:
         if q.rec_weight is not None:
             p.rec_acc = torch.int64 if p.mode == "int64" else accumulation_dtype(synaptic_bound(q.rec_weight, 1))
             p.rec_weight = torch.as_tensor(q.rec_weight).to(p.rec_acc).t().contiguous()
+        p.delays = _delay_groups(q, p.weight)
     return plans
+
+
+def _delay_groups(q: QuantLayer, weight: torch.Tensor) -> list[tuple[int, torch.Tensor]] | None:
+    """Group a dense layer's synapses by delay (see ``_Plan.delays``)."""
+    if q.delay is None:
+        return None
+    if q.layer.kind != "dense":
+        raise ValueError(f"layer {q.name}: delays are carried on dense layers only")
+    d = np.asarray(q.delay, dtype=np.int64)
+    if d.ndim == 1:
+        return [(int(v), torch.as_tensor(np.flatnonzero(d == v))) for v in np.unique(d)]
+    dt = torch.as_tensor(d.T.copy())  # [n_in, n_out] as the transposed weight
+    return [(int(v), torch.where(dt == int(v), weight, torch.zeros((), dtype=weight.dtype))) for v in np.unique(d)]
+
+
+def _shift(a: torch.Tensor, d: int) -> torch.Tensor:
+    """a [T, b, n] delayed by ``d`` steps (zeros shifted in)."""
+    if d == 0:
+        return a
+    out = torch.zeros_like(a)
+    if d < a.shape[0]:
+        out[d:] = a[:-d]
+    return out
+
+
+def _delayed_input(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Synaptic input with the layer's axonal delays: Lava's ``DelayDense`` adds ``d`` steps to the
+    block's own one, which the local time frame leaves out; the bias is never delayed."""
+    if p.delays is None:
+        return _synaptic(p, h, bias)
+    assert bias is None, "a delayed layer never fuses its bias"
+    if p.q.delay.ndim == 1:
+        a = _synaptic(p, h, None)
+        out = torch.zeros_like(a)
+        t = a.shape[0]
+        for d, idx in p.delays:
+            if d < t:
+                out[d:, :, idx] = a[:t - d, :, idx]
+        return out
+    out = None
+    for d, w in p.delays:
+        a = _shift(_synaptic(p, h, None, w), d)
+        out = a if out is None else out.add_(a)
+    return out
 
 
 # --- synaptic input ---------------------------------------------------------------------------
 
-def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """h [T, b, *frame] -> summed input [T, b, n] (all steps of the chunk in one convolution / product)."""
+def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """h [T, b, *frame] -> summed input [T, b, n] (all steps of the chunk in one convolution / product);
+    ``weight`` replaces the plan's (one delay's synapses)."""
     lay = p.q.layer
+    w = p.weight if weight is None else weight
     t, b = h.shape[:2]
     x = h if h.dtype == p.acc else h.to(p.acc)
     if lay.kind == "conv":
         # NCHW: at these chunk sizes oneDNN is faster on it than on channels-last, and no reorder is needed
-        a = F.conv2d(x.reshape(t * b, *lay.input_shape), p.weight, bias, stride=lay.stride, padding=lay.padding,
+        a = F.conv2d(x.reshape(t * b, *lay.input_shape), w, bias, stride=lay.stride, padding=lay.padding,
                      dilation=lay.dilation, groups=lay.groups)
         return a.reshape(t, b, -1)
     x = x.reshape(t * b, -1)
-    a = torch.addmm(bias, x, p.weight) if bias is not None else x @ p.weight
+    a = torch.addmm(bias, x, w) if bias is not None else x @ w
     return a.reshape(t, b, -1)
 
 
@@ -172,6 +224,8 @@ def _per_neuron(p: _Plan, values: torch.Tensor) -> torch.Tensor:
     lay = p.q.layer
     if lay.kind != "conv":
         return values
+    if values.ndim > 1:  # already per neuron (C, H, W)
+        return values.reshape(-1)
     return values.repeat_interleave(int(np.prod(lay.output_shape[1:])))
 
 
@@ -244,7 +298,7 @@ def _run_layer(p: _Plan, h: torch.Tensor) -> torch.Tensor:
     if p.mode == "int64":
         return _run_layer_int64(p, h)
     fused = p.fuse_bias
-    a = _synaptic(p, h, p.bias if fused else None)
+    a = _delayed_input(p, h, p.bias if fused else None)
     mode = p.mode
     if mode in ("if", "lif") and not fused:
         mn, mx = torch.aminmax(a)
@@ -276,7 +330,7 @@ def _trunc_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
 
 def _run_layer_int64(p: _Plan, h: torch.Tensor) -> torch.Tensor:
     q, lay = p.q, p.q.layer
-    a = _synaptic(p, h.to(torch.int64), None)
+    a = _delayed_input(p, h.to(torch.int64), None)
     if lay.kind == "conv":  # utils.signed_clamp(x, 24), unconditionally
         a = torch.remainder(a + MAX_UV, 2 * MAX_UV) - MAX_UV
     t, b, n = a.shape
