@@ -120,6 +120,20 @@ class Stats(_Strict):
 
 
 # --- report: runs/<name>/report/energy.json ------------------------------------------------
+class ModeEnergy(_Strict):
+    """One side of one comparison mode (sensor_paced or throughput), per inference."""
+    joules_per_inference: float = Field(ge=0.0)
+    dynamic_joules: float | None = Field(default=None, ge=0.0)
+    static_joules: float | None = Field(default=None, ge=0.0)  # static / idle power x static_period_s
+    static_period_s: float | None = Field(default=None, ge=0.0)
+    latency_s: float | None = Field(default=None, ge=0.0)
+    inferences_per_s: float | None = Field(default=None, ge=0.0)
+    edp_js: float | None = Field(default=None, ge=0.0)  # energy-delay product
+    batch: int | None = Field(default=None, ge=1)
+    ratio_vs_baseline: float | None = Field(default=None, ge=0.0)  # chips: baseline J / chip J in this mode
+    baseline_joules_per_inference: float | None = Field(default=None, ge=0.0)
+
+
 class EnergyEntry(_Strict):
     profile: str
     kind: str  # measured | published | estimate (the weakest kind among the figures used)
@@ -129,6 +143,8 @@ class EnergyEntry(_Strict):
     figures: list[dict] = []
     notes: list[str] = []
     counts: dict[str, float] = {}  # what the terms multiply (MACs, bytes, synops, ...)
+    sensor_paced: ModeEnergy | None = None  # one sample as it arrives; static power over its real span
+    throughput: ModeEnergy | None = None    # flat out; static power only while working
 
 
 class ChipEnergy(EnergyEntry):
@@ -141,6 +157,9 @@ class ChipEnergy(EnergyEntry):
     timesteps: int | None = None
     dt: float | None = None
     duration_s: float | None = None  # the real-time span the static term covers
+    bin_s: float | None = None  # real time of one step (the data's bin width)
+    latency_s: float | None = Field(default=None, ge=0.0)  # chip time per inference, run flat out
+    inferences_per_s: float | None = Field(default=None, ge=0.0)
     cores_used: int | None = None
     layers: list[dict] = []  # per layer: name, counts and joules per term
 
@@ -154,6 +173,8 @@ class Energy(_Strict):
     model: str | None = None
     baseline_requested: str | None = None  # e.g. gpu-measured, when it fell back to an estimate
     shortcut: dict | None = None  # the papers' MACs x 4.6 pJ versus synops x 0.9 pJ, labelled
+    modes: dict[str, str] | None = None  # what sensor_paced and throughput mean
+    other_baselines: dict | None = None  # both modes against every other shipped baseline profile
 
 
 # --- analyze: runs/<name>/analysis/analysis.json -------------------------------------------
