@@ -6,12 +6,21 @@ on the way to the next core. A dense layer is a convolution whose kernel covers 
 input (``sinabs.backend.dynapcnn.dynapcnn_layer.convert_linear_to_conv``). ``ChipForm`` is
 that list of layers with float parameters normalised to threshold 1, before quantisation.
 
-The limits (kernel size, stride, padding, pooling, channels, input size) come from the
-chip's profile ``hw_profiles/speck.toml`` (``[limits.*]``); ``check_limits`` raises one
-UnsupportedNodeError naming the layer and the limit it breaks.
+The limits (kernel size, stride, padding, pooling, channels, input and output map sizes)
+come from the chip's profile ``hw_profiles/speck.toml`` (``[limits.*]``); ``check_limits``
+raises one UnsupportedNodeError naming the layer and the limit it breaks.
+
+Neuron conventions (``ChipForm.reset_mode``, ``spikes_per_step``, ``membrane_floor``) say how
+the network's producer meant its IF neurons; the defaults are snntorch's (reset to zero, one
+spike a step, no floor), sinabs-made graphs use subtract / multi / -1.0. They are honoured by
+``quantize`` and ``simulate`` through sinabs' own activation classes. The threshold test
+follows the spike mode: ``"single"`` is the strict ``v > threshold`` of snntorch-trained
+neurons (emulated on the chip's ``v >= threshold``), ``"multi"`` is sinabs' ``MultiSpike``,
+``v >= threshold`` (floor(v / threshold) spikes a step).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +29,9 @@ from spikeport.errors import ConfigError, UnsupportedNodeError
 from spikeport.hw_profiles import Profile
 
 Shape3 = tuple[int, int, int]
+
+RESET_MODES = ("zero", "subtract")      # sinabs MembraneReset / MembraneSubtract
+SPIKE_MODES = ("single", "multi")       # sinabs SingleSpike / MultiSpike
 
 
 @dataclass
@@ -72,6 +84,26 @@ class ChipForm:
     outputs: list[OutputTap]
     nir_input_shape: tuple[int, ...]  # the input as NIR describes it (e.g. (700,) for audio)
     approximations: list[str] = field(default_factory=list)
+    reset_mode: str = "zero"          # "zero" | "subtract" (the threshold) after a spike
+    spikes_per_step: str = "single"   # "single" | "multi" (floor(v / threshold) spikes a step)
+    membrane_floor: float | None = None  # lower bound of v in threshold units (-1.0); None: chip's 16-bit minimum
+
+    def __post_init__(self) -> None:
+        check_neuron_options(self)
+
+
+def check_neuron_options(form: ChipForm) -> None:
+    """ConfigError naming the field when a neuron convention has a value Speck cannot run."""
+    if form.reset_mode not in RESET_MODES:
+        raise ConfigError(f"ChipForm.reset_mode {form.reset_mode!r}: expected one of {', '.join(RESET_MODES)}")
+    if form.spikes_per_step not in SPIKE_MODES:
+        raise ConfigError(f"ChipForm.spikes_per_step {form.spikes_per_step!r}: expected one of "
+                          f"{', '.join(SPIKE_MODES)}")
+    floor = form.membrane_floor
+    if floor is not None:
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor) or floor > 0:
+            raise ConfigError(f"ChipForm.membrane_floor {floor!r}: expected None or a finite number <= 0 "
+                              "(threshold units, e.g. -1.0)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +118,8 @@ class SpeckLimits:
     pooling: tuple[int, ...]
     max_channels: int
     max_input_size: int
+    max_output_size: int             # a layer's neuron map (before pooling), per side
+    max_input_channels: int          # channels entering one layer
     destinations: int
     weight_bits: int
     state_bits: int
@@ -103,6 +137,7 @@ class SpeckLimits:
                      max_kernel_size=scalar("max_kernel_size"), strides=many("strides"),
                      max_padding=scalar("max_padding"), pooling=many("pooling"),
                      max_channels=scalar("max_channels"), max_input_size=scalar("max_input_size"),
+                     max_output_size=scalar("max_output_size"), max_input_channels=scalar("max_input_channels"),
                      destinations=scalar("destinations"), weight_bits=scalar("weight_bits"),
                      state_bits=scalar("state_bits"))
         for key in ("kernel_memory", "neuron_memory", "bias_memory"):
@@ -113,7 +148,9 @@ class SpeckLimits:
 
 
 def check_limits(form: ChipForm, limits: SpeckLimits) -> None:
-    """Raise UnsupportedNodeError for the first layer that breaks one of Speck's layer limits."""
+    """Raise UnsupportedNodeError for the first layer that breaks one of Speck's layer limits
+    (and for an output the chip would read differently from the simulation)."""
+    check_neuron_options(form)
     c, h, w = form.input_shape
     if max(h, w) > limits.max_input_size:
         raise UnsupportedNodeError(f"input: {h}x{w} is larger than Speck's input limit of "
@@ -144,6 +181,13 @@ def check_limits(form: ChipForm, limits: SpeckLimits) -> None:
             if ch > limits.max_channels:
                 raise UnsupportedNodeError(f"{where}: {ch} {name} channels, Speck allows at most "
                                            f"{limits.max_channels}")
+        if layer.in_shape[0] > limits.max_input_channels:
+            raise UnsupportedNodeError(f"{where}: {layer.in_shape[0]} input channels, a Speck layer takes at most "
+                                       f"{limits.max_input_channels}")
+        _, oh, ow = layer.out_shape
+        if max(oh, ow) > limits.max_output_size:
+            raise UnsupportedNodeError(f"{where}: output feature map {oh}x{ow} is larger than Speck's "
+                                       f"{limits.max_output_size}x{limits.max_output_size} limit")
         if layer.pool not in limits.pooling:
             raise UnsupportedNodeError(f"layer '{layer.neuron}': sum pooling {layer.pool}x{layer.pool}; Speck "
                                        f"pools by {', '.join(map(str, limits.pooling))} only")
@@ -153,3 +197,17 @@ def check_limits(form: ChipForm, limits: SpeckLimits) -> None:
         if used > limits.destinations:
             raise UnsupportedNodeError(f"layer '{layer.neuron}' sends to {used} destinations; a Speck core has "
                                        f"{limits.destinations}")
+    check_output_taps(form)
+
+
+def check_output_taps(form: ChipForm) -> None:
+    """A tap after a layer's pooling cannot be read as simulated: Speck's monitor reads a layer's
+    spikes before the pooling on the way to the next core (sinabs ``monitor_layers`` warns that
+    the pooling is not reflected), so refuse it rather than report a readout the chip lacks."""
+    for tap in form.outputs:
+        layer = form.layers[tap.layer]
+        if tap.pooled and layer.pool > 1:
+            raise UnsupportedNodeError(
+                f"output '{tap.name}' reads layer '{layer.neuron}' after its {layer.pool}x{layer.pool} sum pooling; "
+                "Speck's monitor reads a layer's spikes before pooling, so the chip would not give these spikes "
+                f"(read '{layer.neuron}' itself and pool on the host)")

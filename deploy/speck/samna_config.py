@@ -5,21 +5,33 @@ writes everything a chip configuration needs to ``speck_config.json``; a user wh
 calls ``to_samna_config(path)`` to get the ``samna.speck2f...SpeckConfiguration`` object (built
 by sinabs' own ``ChipFactory`` config builder, the code ``DynapcnnNetwork.make_config`` uses).
 
-File format (``"format": "spikeport-speck-config"``, ``"version": 1``)::
+Biases act once per tick of Speck's slow clock, which is off unless set (sinabs
+``DynapcnnNetwork.to(slow_clk_frequency=...)`` switches it on through the devkit's IO module:
+``set_slow_clk(True)``, ``set_slow_clk_rate(hz)``). A tick must last one time step of the
+simulation, so the file stores ``1 / step duration`` and ``apply_to_device`` sets it after the
+configuration; a network with a bias and no step duration is refused when the file is written.
+
+File format (``"format": "spikeport-speck-config"``, ``"version": 2``; version 1 files, written
+before the neuron conventions and the clock were recorded, read as zero / single / no floor /
+no clock)::
 
     {
-      "format": "spikeport-speck-config", "version": 1,
+      "format": "spikeport-speck-config", "version": 2,
+      "neuron": {"reset_mode": "zero" | "subtract", "spikes_per_step": "single" | "multi",
+                 "membrane_floor": float | null},         # ChipForm's conventions
+      "slow_clock": {"enabled": bool, "frequency_hz": float | null,   # 1 / step_duration_s
+                     "step_duration_s": float | null},    # the leak/bias clock
       "input":  {"shape": [C, H, W], "nir_shape": [...], "pooling": p, "destination_core": core},
       "layers": [                      # in network order
         {"name": "conv1", "neuron": "lif1", "kind": "conv" | "dense", "core": 5,
          "input_shape": [C, H, W], "output_shape": [C, H, W],     # output = the neurons
          "kernel_size": k, "stride": [sy, sx], "padding": [py, px],
          "weights": [[[[int]]]],       # [C_out][C_in][kH][kW], torch layout, 8-bit integers
-         "biases": [int],              # [C_out], 8-bit, added once a time step (leak clock)
+         "biases": [int],              # [C_out], 8-bit, added once a slow-clock tick (a time step)
          "leak_enable": bool,          # any bias non-zero
-         "threshold_high": int,        # spike when v >= threshold_high, then v = 0
+         "threshold_high": int,        # spike when v >= threshold_high
          "threshold_low": int,         # lower bound of v (16-bit state)
-         "return_to_zero": true,
+         "return_to_zero": bool,       # reset to 0 (true) or subtract threshold_high (false)
          "scale": float,               # integer units per float unit of the exported model
          "destinations": [{"core": int, "pooling": p}],   # next layer (sum pooling on the way)
          "monitor": bool}              # its spikes are read out (an output of the chip part)
@@ -30,21 +42,45 @@ File format (``"format": "spikeport-speck-config"``, ``"version": 1``)::
 """
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import torch
 
 from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, OutputTap
 from spikeport.deploy.speck.quantize import QuantisedForm, QuantLayer
-from spikeport.errors import ArtifactError, SpikeportError
+from spikeport.errors import ArtifactError, ConfigError, SpikeportError
 from spikeport.io import read_json, write_json_atomic
 
 FORMAT = "spikeport-speck-config"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+V1_NEURON = {"reset_mode": "zero", "spikes_per_step": "single", "membrane_floor": None}
 
 
-def config_dict(quant: QuantisedForm, mapping: dict[str, int], cores: list[dict]) -> dict:
+def slow_clock(quant: QuantisedForm, step_duration_s: float | None) -> dict:
+    """The leak/bias clock entry: one tick a time step, needed only when a layer has a bias."""
+    biased = [q.name for q in quant.layers if bool((q.bias != 0).any())]
+    if step_duration_s is None:
+        if biased:
+            raise ConfigError(
+                f"layer '{biased[0]}' has a bias, which Speck adds once per tick of its slow clock; give the real "
+                "duration of a time step (step_duration_s, seconds) so the clock can be set to 1 / step")
+        return {"enabled": False, "frequency_hz": None, "step_duration_s": None}
+    if isinstance(step_duration_s, bool) or not isinstance(step_duration_s, (int, float)) \
+            or not math.isfinite(step_duration_s) or step_duration_s <= 0:
+        raise ConfigError(f"step_duration_s {step_duration_s!r}: expected a positive number of seconds")
+    return {"enabled": bool(biased), "frequency_hz": 1.0 / float(step_duration_s),
+            "step_duration_s": float(step_duration_s)}
+
+
+def config_dict(quant: QuantisedForm, mapping: dict[str, int], cores: list[dict],
+                step_duration_s: float | None = None) -> dict:
+    """The file's content; ``step_duration_s`` is the real duration of one time step (seconds),
+    None when no layer has a bias (no clock needed)."""
     form = quant.form
+    clock = slow_clock(quant, step_duration_s)
     layers = []
     for i, (layer, q) in enumerate(zip(form.layers, quant.layers)):
         nxt = form.layers[i + 1] if i + 1 < len(form.layers) else None
@@ -53,7 +89,8 @@ def config_dict(quant: QuantisedForm, mapping: dict[str, int], cores: list[dict]
             "input_shape": list(layer.in_shape), "output_shape": list(layer.out_shape),
             "kernel_size": layer.kernel_size, "stride": list(layer.stride), "padding": list(layer.padding),
             "weights": q.weight.tolist(), "biases": q.bias.tolist(), "leak_enable": bool((q.bias != 0).any()),
-            "threshold_high": q.threshold, "threshold_low": q.min_v_mem, "return_to_zero": True,
+            "threshold_high": q.threshold, "threshold_low": q.min_v_mem,
+            "return_to_zero": form.reset_mode == "zero",
             "scale": q.scale,
             "destinations": [{"core": mapping[nxt.name], "pooling": layer.pool}] if nxt else [],
             "monitor": any(t.layer == i for t in form.outputs),
@@ -61,6 +98,9 @@ def config_dict(quant: QuantisedForm, mapping: dict[str, int], cores: list[dict]
         })
     return {
         "format": FORMAT, "version": VERSION,
+        "neuron": {"reset_mode": form.reset_mode, "spikes_per_step": form.spikes_per_step,
+                   "membrane_floor": None if form.membrane_floor is None else float(form.membrane_floor)},
+        "slow_clock": clock,
         "input": {"shape": list(form.input_shape), "nir_shape": list(form.nir_input_shape),
                   "pooling": form.input_pool, "destination_core": mapping[form.layers[0].name]},
         "layers": layers,
@@ -71,18 +111,22 @@ def config_dict(quant: QuantisedForm, mapping: dict[str, int], cores: list[dict]
     }
 
 
-def write_config(path: str | Path, quant: QuantisedForm, mapping: dict[str, int], cores: list[dict]) -> Path:
-    return write_json_atomic(path, config_dict(quant, mapping, cores))
+def write_config(path: str | Path, quant: QuantisedForm, mapping: dict[str, int], cores: list[dict],
+                 step_duration_s: float | None = None) -> Path:
+    return write_json_atomic(path, config_dict(quant, mapping, cores, step_duration_s))
 
 
 def read_config(path: str | Path) -> dict:
     path = Path(path)
     data = read_json(path, "Speck configuration")
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ArtifactError(f"{path}: not a {FORMAT} file of version {VERSION}")
-    for key in ("input", "layers", "outputs"):
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") not in READABLE_VERSIONS:
+        raise ArtifactError(f"{path}: not a {FORMAT} file of version {' or '.join(map(str, READABLE_VERSIONS))}")
+    for key in ("input", "layers", "outputs") + (("neuron", "slow_clock") if data["version"] >= 2 else ()):
         if key not in data:
             raise ArtifactError(f"{path}: field '{key}' missing")
+    if data["version"] == 1:
+        data = {**data, "neuron": dict(V1_NEURON), "slow_clock": {"enabled": False, "frequency_hz": None,
+                                                                    "step_duration_s": None}}
     return data
 
 
@@ -108,8 +152,12 @@ def load_quantised(path: str | Path) -> tuple[QuantisedForm, dict[str, int]]:
                         layers=layers, nir_input_shape=tuple(data["input"]["nir_shape"]),
                         outputs=[OutputTap(name=o["name"], layer=int(o["layer"]), pooled=bool(o["pooled"]),
                                            shape=tuple(o["shape"])) for o in data["outputs"]],
-                        approximations=list(data.get("approximations", [])))
+                        approximations=list(data.get("approximations", [])),
+                        reset_mode=data["neuron"]["reset_mode"], spikes_per_step=data["neuron"]["spikes_per_step"],
+                        membrane_floor=data["neuron"]["membrane_floor"])
         mapping = {d["name"]: int(d["core"]) for d in data["layers"]}
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"{path}: malformed layer entry ({type(exc).__name__}: {exc})") from None
     return QuantisedForm(form=form, layers=qlayers), mapping
@@ -126,7 +174,7 @@ def to_samna_config(json_path: str | Path, device: str = "speck2fmodule"):
             f"documentation), then call to_samna_config('{json_path}') again. The file itself holds the "
             "complete mapping and integer parameters.") from None
     import sinabs.layers as sl
-    from sinabs.activation import MembraneReset, SingleSpike
+    from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike
     from sinabs.backend.dynapcnn.chip_factory import ChipFactory
     from sinabs.backend.dynapcnn.dvs_layer import DVSLayer
     from sinabs.backend.dynapcnn.dynapcnn_layer import DynapcnnLayer
@@ -151,7 +199,8 @@ def to_samna_config(json_path: str | Path, device: str = "speck2fmodule"):
             conv.weight.copy_(torch.tensor(d["weights"], dtype=torch.float32))
             conv.bias.copy_(torch.tensor(d["biases"], dtype=torch.float32))
         spk = sl.IAFSqueeze(batch_size=1, spike_threshold=torch.tensor(float(d["threshold_high"])),
-                            min_v_mem=float(d["threshold_low"]), spike_fn=SingleSpike, reset_fn=MembraneReset())
+                            min_v_mem=float(d["threshold_low"]), spike_fn=SingleSpike,
+                            reset_fn=MembraneReset() if d["return_to_zero"] else MembraneSubtract())
         pools = [(dest["pooling"], dest["pooling"]) for dest in d["destinations"]] or [(1, 1)]
         layers[i] = DynapcnnLayer(conv, spk, tuple(d["input_shape"]), pools, discretize=False)
         layer2core[i] = d["core"]
@@ -159,4 +208,41 @@ def to_samna_config(json_path: str | Path, device: str = "speck2fmodule"):
     builder = ChipFactory(device).get_config_builder()
     config = builder.build_config(layers=layers, layer2core_map=layer2core, destination_map=destinations)
     builder.monitor_layers(config, [d["core"] for d in data["layers"] if d["monitor"]])
+    return config
+
+
+def slow_clock_rate(data: dict) -> int | None:
+    """The slow-clock rate (Hz, an integer as the devkit takes it) a configuration needs, or None."""
+    clock = data["slow_clock"]
+    if not clock["enabled"]:
+        return None
+    hz = float(clock["frequency_hz"])
+    rate = round(hz)
+    if rate < 1 or abs(rate - hz) > 1e-6 * hz:
+        raise ConfigError(f"slow clock {hz:g} Hz (a {clock['step_duration_s']:g} s step) is not a whole number of "
+                          "Hz, as Speck's slow clock takes; choose a step duration of 1 / n seconds")
+    return rate
+
+
+def apply_slow_clock(samna_device, data: dict) -> int | None:
+    """Switch on and set the slow clock of an opened devkit as sinabs does in
+    ``DynapcnnNetwork.to(slow_clk_frequency=...)``; returns the rate set (None: not needed)."""
+    rate = slow_clock_rate(data)
+    if rate is not None:
+        io = samna_device.get_io_module()
+        io.set_slow_clk(True)
+        io.set_slow_clk_rate(rate)  # Hz
+    return rate
+
+
+def apply_to_device(samna_device, json_path: str | Path, device: str = "speck2fmodule", settle_s: float = 1.0):
+    """Configure an opened devkit (``samna.device.open_device``) from ``json_path``: the chip
+    configuration, then the slow clock its biases need (the clock lives outside the configuration
+    object, on the devkit's IO module). Returns the configuration applied."""
+    data = read_config(json_path)
+    slow_clock_rate(data)  # refuse a clock the devkit cannot run before touching the chip
+    config = to_samna_config(json_path, device)
+    samna_device.get_model().apply_configuration(config)
+    time.sleep(settle_s)  # sinabs waits 1 s after applying a configuration before setting the clock
+    apply_slow_clock(samna_device, data)
     return config

@@ -1,8 +1,10 @@
 """Run Speck's chip form in sinabs, batched, and count what every layer did.
 
 The network is a plain ``nn.Sequential`` of sinabs layers, as on the chip: per core
-``nn.Conv2d`` -> ``sinabs.layers.IAFSqueeze`` (``SingleSpike``, ``MembraneReset`` to zero, lower
-state bound) -> ``sinabs.layers.SumPool2d``. Inputs are flattened to ``[B*T, C, H, W]``.
+``nn.Conv2d`` -> ``sinabs.layers.IAFSqueeze`` -> ``sinabs.layers.SumPool2d``. The neurons follow
+the form's conventions through sinabs' own classes: ``spike_fn`` ``SingleSpike`` / ``MultiSpike``
+(``spikes_per_step``), ``reset_fn`` ``MembraneReset`` / ``MembraneSubtract`` (``reset_mode``),
+``min_v_mem`` the membrane floor. Inputs are flattened to ``[B*T, C, H, W]``.
 
 Counts, per layer and per sample (hand counts from the recorded events, independent of
 ``sinabs.SNNAnalyzer``, which the tests compare them with):
@@ -25,10 +27,10 @@ import numpy as np
 import sinabs
 import sinabs.layers as sl
 import torch
-from sinabs.activation import MembraneReset, SingleSpike
+from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from torch import nn
 
-from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer
+from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options
 from spikeport.deploy.speck.quantize import QuantisedForm
 
 FLOAT_EXACT = 2 ** 24  # integers up to this are exact in float32
@@ -60,9 +62,36 @@ def fanout_map(layer: ChipLayer) -> torch.Tensor:
     return torch.as_tensor(np.outer(fy, fx) * layer.out_shape[0], dtype=torch.float64)
 
 
+def neuron_functions(form: ChipForm) -> tuple[type, object]:
+    """(spike_fn, reset_fn) of sinabs for the form's spike and reset conventions."""
+    check_neuron_options(form)
+    spike_fn = MultiSpike if form.spikes_per_step == "multi" else SingleSpike
+    reset_fn = MembraneSubtract() if form.reset_mode == "subtract" else MembraneReset()
+    return spike_fn, reset_fn
+
+
+def _float_neuron(form: ChipForm) -> tuple[float, float | None]:
+    """(threshold, min_v_mem) of the float chip form, whose threshold is 1."""
+    if form.spikes_per_step == "multi":
+        threshold = 1.0  # sinabs' MultiSpike: floor(v / 1) spikes, the test v >= 1
+    else:
+        # v > 1 (the trained neuron's strict test) as sinabs' v >= threshold in float32
+        threshold = float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))
+    floor = None if form.membrane_floor is None else float(form.membrane_floor) * threshold
+    return threshold, floor
+
+
+def _state_bound(form: ChipForm, step_in: float, threshold: float, floor: float, timesteps: int) -> float:
+    """Largest |v| an integer neuron reaches: with one spike a step and subtraction the state can
+    grow by the input every step, otherwise a spike takes it back under the threshold."""
+    grows = form.reset_mode == "subtract" and form.spikes_per_step == "single"
+    return max(threshold + step_in * (timesteps if grows else 1), abs(floor) + step_in)
+
+
 def build_chip_net(form: ChipForm, timesteps: int, quant: QuantisedForm | None = None,
                    max_input: float = 1.0) -> ChipNet:
     """sinabs modules for the float chip form (``quant`` None) or its integer version."""
+    spike_fn, reset_fn = neuron_functions(form)
     modules: list[nn.Module] = []
     input_pool = None
     if form.input_pool > 1:
@@ -70,23 +99,24 @@ def build_chip_net(form: ChipForm, timesteps: int, quant: QuantisedForm | None =
         modules.append(sl.SumPool2d(form.input_pool))
     convs, spikes, pools = [], [], []
     dtype = torch.float32
+    events_max = max_input * form.input_pool ** 2  # most events one input position gets in a step
     for i, layer in enumerate(form.layers):
         conv = nn.Conv2d(layer.in_shape[0], layer.out_shape[0], layer.kernel_size, layer.stride, layer.padding,
                          bias=True)
         if quant is None:
             weight, bias = layer.weight, layer.bias
-            # v > 1 (the trained neuron's strict test) as sinabs' v >= threshold in float32
-            threshold = float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))
-            min_v_mem = None
+            threshold, min_v_mem = _float_neuron(form)
         else:
             q = quant.layers[i]
             weight, bias = q.weight.double(), q.bias.double()
             threshold, min_v_mem = float(q.threshold), float(q.min_v_mem)
             # Largest possible |input| to a neuron in one step: exact integer sums need float64 beyond 2^24.
-            events_max = max_input * form.input_pool ** 2 if i == 0 else form.layers[i - 1].pool ** 2
-            bound = events_max * float(weight.abs().sum((1, 2, 3)).max()) + float(bias.abs().max()) + 2 ** 15
+            step_in = events_max * float(weight.abs().sum((1, 2, 3)).max()) + float(bias.abs().max())
+            bound = _state_bound(form, step_in, threshold, min_v_mem, timesteps) + step_in
             if bound >= FLOAT_EXACT:
                 dtype = torch.float64
+            per_neuron = bound // threshold + 1 if form.spikes_per_step == "multi" else 1
+            events_max = per_neuron * layer.pool ** 2
         with torch.no_grad():
             conv.weight.copy_(weight)
             conv.bias.copy_(bias)
@@ -94,7 +124,7 @@ def build_chip_net(form: ChipForm, timesteps: int, quant: QuantisedForm | None =
         modules.append(conv)
         spikes.append(len(modules))
         modules.append(sl.IAFSqueeze(num_timesteps=timesteps, spike_threshold=torch.tensor(threshold),
-                                     min_v_mem=min_v_mem, spike_fn=SingleSpike, reset_fn=MembraneReset()))
+                                     min_v_mem=min_v_mem, spike_fn=spike_fn, reset_fn=reset_fn))
         if layer.pool > 1:
             pools.append(len(modules))
             modules.append(sl.SumPool2d(layer.pool))
