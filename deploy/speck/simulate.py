@@ -170,7 +170,8 @@ def simulate(net: ChipNet, inputs: torch.Tensor, batch_size: int = 64) -> SimRes
             events_in = h.reshape(b, t, *h.shape[1:]).sum(1).double()          # [B, C, H, W]
             ev_b.append(events_in.sum((1, 2, 3)))
             syn_b.append((events_in * fanouts[i]).sum((1, 2, 3)))
-            s = modules[net.spikes[i]](modules[net.convs[i]](h))
+            # sinabs' spike functions return float32: back to the net's dtype for a float64 net
+            s = modules[net.spikes[i]](modules[net.convs[i]](h.to(net.dtype)))
             spk_b.append(s.reshape(b, -1).sum(1).double())  # [B*T, ...] rows are sample-major
             pooled = modules[net.pools[i]](s) if net.pools[i] is not None else s
             for tap in form.outputs:
