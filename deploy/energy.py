@@ -1,22 +1,32 @@
-"""The energy model: deployment counts x hardware profile figures -> joules per inference, by term.
+"""The energy model: deployment counts x hardware profile figures -> joules per inference, by term,
+in two symmetric modes.
 
 Chip (one inference = one test sample, counts are the per-sample means of stats.json):
 
-    E_chip = synops x E_synop + neuron_updates x E_update + spikes x E_route     (dynamic)
-           + P_static x duration                                                 (static)
-           + host_MACs x E_MAC(host profile)                                     (host part, if any)
+    dynamic  = synops x E_synop + neuron_updates x E_update + spikes x E_route
+             + host_MACs x E_MAC(host profile)                              (host part, if any)
+    real     = timesteps x bin width (the data's bin: stats ``bin_s`` when present, else ``dt``)
+    chip     = the chip's own time for the sample run flat out: timesteps x ``timing.step_time``
+               (clocked chips), or input events x ``timing.event_time`` (event-driven chips)
 
-    duration = timesteps x step time; the step time is the run's dt (the chip runs in real
-    time, one step per dt of sensor time) unless the profile gives ``timing.step_duration``.
+ANN baseline (the ANN twin):
 
-ANN baseline (the ANN twin, batch 1):
+    dynamic(B) = MACs x E_MAC + weight_values x value_bytes x E_weight_byte / B
+               + activation_values x value_bytes x E_activation_byte          (per inference, batch B)
+    time(B)    = weight_layers x layer_overhead
+               + max(2 MACs B / peak_flops, (weights + activations B) x value_bytes / memory_bandwidth)
 
-    E_ANN = MACs x E_MAC + weight_values x value_bytes x E_weight_byte
-          + activation_values x value_bytes x E_activation_byte
+    E_MAC derived from board power uses (board_power - idle_power): the idle part is charged
+    separately below, never twice.
 
-    weights are read once per inference from off-chip memory; each weight layer's output is
-    written once and read once through on-chip memory, the input is read once (activation
-    functions and pooling are fused into the weight layers' kernels). No static power.
+The two modes charge static / idle power the same way on both sides:
+
+    sensor_paced  each side handles one sample as it arrives and pays its static (idle) power for
+                  the sample's real duration (or its own compute time, when that is longer):
+                  E = dynamic(1) + P_static x max(real, time(1))
+    throughput    each side runs flat out and pays static power only while it works:
+                  chip E = dynamic + P_static x chip;  baseline E = dynamic(B) + P_idle x time(B) / B
+                  at batch 1 and at the batch B (a power of two up to 1024) that spends least.
 
 The papers' shortcut (MACs x 4.6 pJ versus synops x 0.9 pJ, on the 45 nm profile) is computed
 beside it and labelled as such. All functions are pure: counts and profiles in, numbers out.
@@ -35,6 +45,12 @@ CHIP_TERMS = ("synops", "neuron_updates", "routing", "static", "host")
 LAYER_TERMS = ("synops", "neuron_updates", "routing")
 BASELINE_TERMS = ("compute", "weight_memory", "activation_memory")
 SHORTCUT_PROFILE = "gpu-horowitz45"
+MODES = ("sensor_paced", "throughput")
+# batch sizes tried for the baseline's throughput mode; the best is the smallest within 1 % of
+# the least energy per inference (past the compute-bound point a larger batch buys nothing)
+BATCHES = tuple(2 ** k for k in range(11))
+BEST_BATCH_TOLERANCE = 0.01
+BIN_FIELDS = ("bin_s", "bin_width_s", "step_duration_s")  # a run's bin width, when it records one
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,27 @@ def _use(profile: Profile, section: str, key: str, dimension: str, si_unit: str,
     return FigureUse(f"{prefix}{section}.{key}", profile.si(section, key, dimension), si_unit, fig.kind, fig.source)
 
 
+def _where(profile: Profile) -> str:
+    return profile.path or profile.name
+
+
+def _positive(profile: Profile, use: FigureUse) -> FigureUse:
+    """A figure that divides or sets a time scale: zero would make a latency or a rate meaningless."""
+    if use.value <= 0:
+        raise ConfigError(f"{_where(profile)}: key '{use.key}' must be positive (got {use.value:g} {use.unit})")
+    return use
+
+
+def idle_power(profile: Profile) -> FigureUse:
+    """The static (chip) or idle (GPU/CPU) power: what the device draws doing nothing."""
+    key = "static_power" if profile.device == "chip" else "idle_power"
+    use = _use(profile, "energy", key, "power", "W")
+    if profile.has("energy", "board_power") and use.value >= profile.si("energy", "board_power", "power"):
+        raise ConfigError(f"{_where(profile)}: key 'energy.{key}' ({use.value:g} W) must be below "
+                          f"'energy.board_power' ({profile.si('energy', 'board_power', 'power'):g} W)")
+    return use
+
+
 # --- figures, with the derivations the profiles rely on -------------------------------------
 def synop_energy(profile: Profile) -> FigureUse:
     """Energy of one synaptic operation. Given directly (``energy.synop``), or derived from the
@@ -90,9 +127,10 @@ def synop_energy(profile: Profile) -> FigureUse:
                                 f"/ reference_synop_rate {rate:g} /s")
 
 
-def mac_energy(profile: Profile, prefix: str = "") -> FigureUse:
-    """Energy of one MAC. Given directly (``energy.mac``), or derived from full power at peak
-    throughput: 2 FLOP a MAC x board_power / peak_flops (a lower bound: full utilisation)."""
+def mac_energy(profile: Profile, prefix: str = "", dynamic: bool = False) -> FigureUse:
+    """Energy of one MAC. Given directly (``energy.mac``), or derived from power at peak
+    throughput: 2 FLOP a MAC x board_power / peak_flops (a lower bound: full utilisation).
+    ``dynamic``: use board_power - idle_power, for a caller that charges the idle power itself."""
     if profile.has("energy", "mac"):
         return _use(profile, "energy", "mac", "energy", "J", prefix)
     if not (profile.has("energy", "board_power") and profile.has("timing", "peak_flops")):
@@ -102,11 +140,18 @@ def mac_energy(profile: Profile, prefix: str = "") -> FigureUse:
     flops = profile.si("timing", "peak_flops", "rate")
     if flops <= 0:
         raise ConfigError(f"{profile.path or profile.name}: key 'timing.peak_flops' must be positive")
-    kinds = [profile.figure("energy", "board_power").kind, profile.figure("timing", "peak_flops").kind]
-    return FigureUse(f"{prefix}energy.mac", 2.0 * power / flops, "J", "estimate",
-                     f"{profile.figure('energy', 'board_power').source}; {profile.figure('timing', 'peak_flops').source}",
-                     derivation=f"2 FLOP/MAC x board_power {power:g} W / peak_flops {flops:g} FLOP/s "
-                                f"(inputs: {', '.join(kinds)})")
+    keys = ["board_power", "peak_flops"]
+    sources = [profile.figure("energy", "board_power").source, profile.figure("timing", "peak_flops").source]
+    how = f"2 FLOP/MAC x board_power {power:g} W / peak_flops {flops:g} FLOP/s"
+    if dynamic:
+        idle = idle_power(profile)
+        power -= idle.value
+        keys.append("idle_power")
+        sources.append(idle.source)
+        how = f"2 FLOP/MAC x (board_power - idle_power {idle.value:g} W) / peak_flops {flops:g} FLOP/s"
+    kinds = [profile.figure("energy" if k != "peak_flops" else "timing", k).kind for k in keys]
+    return FigureUse(f"{prefix}energy.mac", 2.0 * power / flops, "J", "estimate", "; ".join(sources),
+                     derivation=f"{how} (inputs: {', '.join(kinds)})")
 
 
 # --- chip -----------------------------------------------------------------------------------
@@ -121,19 +166,50 @@ class LayerEnergy:
 
 
 @dataclass(frozen=True)
+class ModeEnergy:
+    """One side of one comparison mode, per inference."""
+
+    mode: str                   # sensor_paced | throughput
+    dynamic_j: float
+    static_j: float             # static (chip) or idle (baseline) power x period_s
+    period_s: float             # the time static power is charged for, per inference
+    latency_s: float | None     # from the sample's first input to its result
+    inferences_per_s: float | None
+    batch: int = 1
+
+    @property
+    def joules(self) -> float:
+        return self.dynamic_j + self.static_j
+
+    @property
+    def edp(self) -> float | None:
+        """Energy-delay product (J s): lower is better on both counts."""
+        return None if self.latency_s is None else self.joules * self.latency_s
+
+    def as_dict(self) -> dict:
+        return {"joules_per_inference": self.joules, "dynamic_joules": self.dynamic_j, "static_joules": self.static_j,
+                "static_period_s": self.period_s, "latency_s": self.latency_s,
+                "inferences_per_s": self.inferences_per_s, "edp_js": self.edp, "batch": self.batch}
+
+
+@dataclass(frozen=True)
 class ChipEstimate:
     profile: str
-    terms: dict[str, float]           # CHIP_TERMS -> joules per inference
+    terms: dict[str, float]           # CHIP_TERMS -> joules per inference (sensor-paced static term)
     layers: list[LayerEnergy]
     figures: list[FigureUse]
     timesteps: int
     dt: float
-    step_s: float                      # the time one step represents for the static term
-    duration_s: float
+    step_s: float                      # real time of one step: the data's bin width
+    duration_s: float                  # the sensor-paced static span: max(real_s, chip_s)
     synops: float
     neuron_updates: float
     spikes: float
     host_macs: float
+    real_s: float = 0.0                # timesteps x bin width: the sample's real duration
+    chip_s: float = 0.0                # the chip's own time for the sample, run flat out
+    static_w: float = 0.0
+    timing: str = ""                   # how chip_s was obtained
 
     @property
     def total(self) -> float:
@@ -152,6 +228,21 @@ class ChipEstimate:
     def estimated(self) -> list[str]:
         return [f.key for f in self.figures if f.kind == "estimate"]
 
+    @property
+    def keeps_up(self) -> bool:
+        """Whether the chip finishes a sample within the sample's real duration."""
+        return self.chip_s <= self.real_s
+
+    def sensor_paced(self) -> ModeEnergy:
+        # one sample at a time, as it arrives: static power for the whole real span
+        return ModeEnergy("sensor_paced", self.dynamic, self.static_w * self.duration_s, self.duration_s,
+                          self.duration_s, 1.0 / self.duration_s)
+
+    def throughput(self) -> ModeEnergy:
+        # samples back to back, as fast as the chip goes: static power only while it works
+        return ModeEnergy("throughput", self.dynamic, self.static_w * self.chip_s, self.chip_s, self.chip_s,
+                          1.0 / self.chip_s)
+
 
 def per_sample_counts(stats: Stats) -> list[LayerCounts]:
     """Per-sample mean counts per layer: ``per_sample`` when the target wrote it, else the
@@ -160,30 +251,65 @@ def per_sample_counts(stats: Stats) -> list[LayerCounts]:
         return stats.per_sample
     n = stats.samples
     return [layer.model_copy(update={"spikes": layer.spikes / n, "synops": layer.synops / n,
-                                     "neuron_updates": layer.neuron_updates / n}) for layer in stats.layers]
+                                     "neuron_updates": layer.neuron_updates / n,
+                                     **({"input_events": layer.input_events / n}
+                                        if getattr(layer, "input_events", None) is not None else {})})
+            for layer in stats.layers]
+
+
+def bin_width(stats: Stats) -> float:
+    """Real time of one step: the run's recorded bin width when it has one, else its dt."""
+    for name in BIN_FIELDS:
+        value = getattr(stats, name, None)
+        if value:
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{stats.target}: stats field '{name}' must be a positive number of seconds")
+            return float(value)
+    return float(stats.dt)
+
+
+def input_events(counts: list[LayerCounts]) -> tuple[float, str]:
+    """Events entering the chip per sample: the first layer's input events when the target
+    counted them, else every spike routed (an upper bound of what the cores must handle)."""
+    first = getattr(counts[0], "input_events", None) if counts else None
+    if first is not None:
+        return float(first), "input events"
+    return float(sum(c.spikes for c in counts)), "routed spikes (input events not counted by the target)"
+
+
+def chip_time(stats: Stats, profile: Profile, counts: list[LayerCounts]) -> tuple[float, FigureUse, str]:
+    """The chip's own time for one sample run flat out, the figure it rests on, and how."""
+    for key in ("step_time", "step_duration"):  # step_duration: the older name of the same figure
+        if profile.has("timing", key):
+            fig = _positive(profile, _use(profile, "timing", key, "time", "s"))
+            return stats.timesteps * fig.value, fig, f"{stats.timesteps} steps x {fig.value:g} s a step"
+    if profile.has("timing", "event_time"):
+        fig = _positive(profile, _use(profile, "timing", "event_time", "time", "s"))
+        events, what = input_events(counts)
+        return events * fig.value, fig, f"{events:.4g} {what} x {fig.value:g} s an event"
+    raise ConfigError(f"{_where(profile)}: missing key 'timing.step_time' (chip time per step, run flat out; "
+                      "or 'timing.event_time' for an event-driven chip)")
 
 
 def chip_energy(stats: Stats, profile: Profile, host_profile: Profile | None = None) -> ChipEstimate:
-    """Joules per inference of one deployed target, by term and by layer."""
+    """Joules per inference of one deployed target, by term and by layer, with its timing."""
     if profile.device != "chip":
         raise ConfigError(f"{profile.path or profile.name}: profile is a {profile.device}, not a chip")
     e_syn = synop_energy(profile)
     e_upd = _use(profile, "energy", "neuron_update", "energy", "J")
     e_route = _use(profile, "energy", "spike_route", "energy", "J")
-    p_static = _use(profile, "energy", "static_power", "power", "W")
-    figures = [e_syn, e_upd, e_route, p_static]
-    if profile.has("timing", "step_duration"):
-        step = _use(profile, "timing", "step_duration", "time", "s")
-        figures.append(step)
-        step_s = step.value
-    else:
-        step_s = stats.dt  # real time: one step per dt of sensor time
+    p_static = idle_power(profile)
+    counts = per_sample_counts(stats)
+    chip_s, step_fig, timing = chip_time(stats, profile, counts)
+    figures = [e_syn, e_upd, e_route, p_static, step_fig]
     layers = []
-    for c in per_sample_counts(stats):
+    for c in counts:
         terms = {"synops": c.synops * e_syn.value, "neuron_updates": c.neuron_updates * e_upd.value,
                  "routing": c.spikes * e_route.value}
         layers.append(LayerEnergy(c.name, c.kind, c.synops, c.neuron_updates, c.spikes, terms))
-    duration = stats.timesteps * step_s
+    step_s = bin_width(stats)
+    real_s = stats.timesteps * step_s
+    duration = max(real_s, chip_s)  # a chip slower than the sensor keeps its static power on longer
     host_macs = float(stats.host_macs_per_sample)
     host_j = 0.0
     if host_macs > 0:
@@ -200,7 +326,8 @@ def chip_energy(stats: Stats, profile: Profile, host_profile: Profile | None = N
         profile=profile.name, terms=terms, layers=layers, figures=figures, timesteps=stats.timesteps,
         dt=stats.dt, step_s=step_s, duration_s=duration,
         synops=sum(layer.synops for layer in layers), neuron_updates=sum(layer.neuron_updates for layer in layers),
-        spikes=sum(layer.spikes for layer in layers), host_macs=host_macs)
+        spikes=sum(layer.spikes for layer in layers), host_macs=host_macs,
+        real_s=real_s, chip_s=chip_s, static_w=p_static.value, timing=timing)
 
 
 # --- ANN baseline ---------------------------------------------------------------------------
@@ -212,6 +339,7 @@ class AnnWorkload:
     weight_values: float       # parameters read once per inference
     activation_values: float   # values written or read through on-chip memory
     source: str = ""
+    weight_layers: int = 1     # Conv/Gemm/MatMul kernels: one launch (dispatch) each per batch
 
 
 @dataclass(frozen=True)
@@ -232,10 +360,11 @@ class BaselineEstimate:
 
 
 def ann_energy(work: AnnWorkload, profile: Profile) -> BaselineEstimate:
-    """Joules per batch-1 inference of the ANN twin on a GPU/CPU profile, by term."""
+    """Dynamic joules per batch-1 inference of the ANN twin on a GPU/CPU profile, by term (idle
+    power is charged per mode, by ``baseline_modes``)."""
     if profile.device == "chip":
         raise ConfigError(f"{profile.path or profile.name}: profile is a chip, not a GPU/CPU baseline")
-    e_mac = mac_energy(profile)
+    e_mac = mac_energy(profile, dynamic=True)
     e_w = _use(profile, "energy", "weight_byte", "energy/byte", "J/byte")
     e_a = _use(profile, "energy", "activation_byte", "energy/byte", "J/byte")
     vb = _use(profile, "limits", "value_bytes", "size", "bytes")
@@ -247,9 +376,90 @@ def ann_energy(work: AnnWorkload, profile: Profile) -> BaselineEstimate:
         "every weight read once per inference from off-chip memory",
         "each weight layer's output written once and read once through on-chip memory; input read once "
         "(activations and pooling fused into the weight layers)",
-        "no static or idle power, no control or instruction overhead",
+        "dynamic energy only in these terms; idle power is charged per mode (sensor_paced, throughput)",
+        "no control or instruction overhead beyond the per-layer launch time",
     ]
     return BaselineEstimate(profile.name, terms, [e_mac, e_w, e_a, vb], work, assumptions)
+
+
+TIMING_KEYS = ("peak_flops", "memory_bandwidth", "layer_overhead")
+
+
+def ann_batch_time(work: AnnWorkload, profile: Profile, batch: int) -> tuple[float | None, list[FigureUse]]:
+    """Seconds one batch of the ANN twin takes on the profile's device (a roofline: compute or
+    memory, whichever is slower, plus one launch per weight layer), and the figures used.
+    None when the profile has no timing figures at all (a per-operation model)."""
+    have = [k for k in TIMING_KEYS if profile.has("timing", k)]
+    if not have:
+        return None, []
+    missing = [k for k in TIMING_KEYS if k not in have]
+    if missing:
+        raise ConfigError(f"{_where(profile)}: missing key 'timing.{missing[0]}' (the time model needs "
+                          f"{', '.join('timing.' + k for k in TIMING_KEYS)})")
+    flops = _positive(profile, _use(profile, "timing", "peak_flops", "rate", "FLOP/s"))
+    bw = _positive(profile, _use(profile, "timing", "memory_bandwidth", "rate", "bytes/s"))
+    launch = _use(profile, "timing", "layer_overhead", "time", "s")
+    vb = profile.si("limits", "value_bytes", "size")
+    compute_s = 2.0 * work.macs * batch / flops.value
+    memory_s = (work.weight_values + work.activation_values * batch) * vb / bw.value
+    return max(1, work.weight_layers) * launch.value + max(compute_s, memory_s), [flops, bw, launch]
+
+
+@dataclass(frozen=True)
+class BaselineModes:
+    """The baseline in both modes; ``batch_1`` and ``best`` are its throughput-mode points."""
+
+    sensor_paced: ModeEnergy
+    batch_1: ModeEnergy
+    best: ModeEnergy
+    figures: list[FigureUse]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> ModeEnergy:
+        return self.best
+
+
+def _baseline_point(est: BaselineEstimate, batch: int, idle_w: float, batch_s: float | None) -> ModeEnergy:
+    t = est.terms
+    dynamic = t["compute"] + t["activation_memory"] + t["weight_memory"] / batch  # weights read once a batch
+    per_inf = None if batch_s is None else batch_s / batch
+    return ModeEnergy("throughput", dynamic, idle_w * (per_inf or 0.0), per_inf or 0.0, batch_s,
+                      None if batch_s is None else batch / batch_s, batch)
+
+
+def baseline_modes(est: BaselineEstimate, profile: Profile, real_s: float) -> BaselineModes:
+    """The ANN twin in both modes on a GPU/CPU profile, for samples of ``real_s`` seconds."""
+    idle = idle_power(profile)
+    t1, timing = ann_batch_time(est.workload, profile, 1)
+    notes = []
+    if t1 is None:
+        if idle.value > 0:
+            raise ConfigError(f"{_where(profile)}: missing key 'timing.peak_flops' (a profile with idle power "
+                              "needs the time model: " + ", ".join("timing." + k for k in TIMING_KEYS) + ")")
+        notes.append(f"{profile.name} has no timing figures: latency unknown, batch 1 only")
+        points = [_baseline_point(est, 1, 0.0, None)]
+    else:
+        points = [_baseline_point(est, b, idle.value, ann_batch_time(est.workload, profile, b)[0]) for b in BATCHES]
+    least = min(p.joules for p in points)
+    best = next(p for p in points if p.joules <= least * (1 + BEST_BATCH_TOLERANCE))
+    # sensor-paced: the whole sample must arrive before the twin runs on it (batch 1)
+    period = max(real_s, t1 or 0.0)
+    sensor = ModeEnergy("sensor_paced", est.total, idle.value * period, period,
+                        real_s + (t1 or 0.0), 1.0 / period)
+    return BaselineModes(sensor, points[0], best, [idle, *timing], notes)
+
+
+def measured_modes(jpi: float, idle_w: float, batch: int, inferences: int, duration_s: float,
+                   real_s: float) -> BaselineModes:
+    """Both modes from an NVML measurement at one batch size: throughput is what the counter
+    saw (dynamic + idle over the run); sensor-paced charges the measured idle power over each
+    sample's real duration (the dynamic part measured at ``batch``, a lower bound for batch 1)."""
+    per_inf = duration_s / inferences
+    tp = ModeEnergy("throughput", jpi, idle_w * per_inf, per_inf, per_inf * batch, 1.0 / per_inf, batch)
+    sensor = ModeEnergy("sensor_paced", jpi, idle_w * real_s, real_s, real_s + per_inf * batch, 1.0 / real_s)
+    return BaselineModes(sensor, tp, tp, [], [f"dynamic energy measured at batch {batch}; at batch 1 it is higher, "
+                                              "so the sensor-paced baseline is a lower bound"])
 
 
 def ann_workload_from_onnx(onnx_path: str | Path, macs: float) -> AnnWorkload:
@@ -285,7 +495,7 @@ def ann_workload_from_onnx(onnx_path: str | Path, macs: float) -> AnnWorkload:
         weights += n
     shapes = {vi.name: vi for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
     inputs = sum(n_elems(vi) for vi in graph.input if vi.name not in init_names)
-    layer_outputs = []
+    layer_outputs: list[int] = []
     for node in graph.node:
         if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
             out = node.output[0]
@@ -296,7 +506,7 @@ def ann_workload_from_onnx(onnx_path: str | Path, macs: float) -> AnnWorkload:
         raise ArtifactError(f"{path}: no Conv/Gemm/MatMul node found")
     activations = inputs + 2 * sum(layer_outputs[:-1]) + layer_outputs[-1]
     return AnnWorkload(macs=float(macs), weight_values=float(weights), activation_values=float(activations),
-                       source=str(path))
+                       source=str(path), weight_layers=len(layer_outputs))
 
 
 # --- the papers' shortcut -------------------------------------------------------------------

@@ -40,6 +40,7 @@ UNIT_SCALE: dict[str, float] = {
     "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
     "bytes": 1.0, "KiB": 1024.0, "MiB": 1024.0**2, "Ki entries": 1024.0, "entries": 1.0,
     "bits": 1.0, "count": 1.0, "ops/s": 1.0, "FLOP/s": 1.0, "bytes/s": 1.0, "fraction": 1.0,
+    "TFLOP/s": 1e12, "GB/s": 1e9, "TB/s": 1e12, "inferences/s": 1.0,
     # energy per byte moved; memory figures are often quoted per bit or per 64-bit access
     "pJ/byte": 1e-12, "pJ/bit": 8e-12, "pJ/64bit": 1e-12 / 8, "nJ/64bit": 1e-9 / 8,
 }
@@ -50,7 +51,7 @@ UNIT_DIMENSION: dict[str, str] = {
     **{u: "time" for u in ("ns", "us", "ms", "s")},
     **{u: "energy/byte" for u in ("pJ/byte", "pJ/bit", "pJ/64bit", "nJ/64bit")},
     **{u: "size" for u in ("bytes", "KiB", "MiB", "Ki entries", "entries", "bits")},
-    **{u: "rate" for u in ("ops/s", "FLOP/s", "bytes/s")},
+    **{u: "rate" for u in ("ops/s", "FLOP/s", "bytes/s", "TFLOP/s", "GB/s", "TB/s", "inferences/s")},
     "count": "count", "fraction": "fraction",
 }
 FigureKind = Literal["measured", "published", "estimate"]

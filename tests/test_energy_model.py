@@ -38,6 +38,11 @@ value = 1
 unit = "mW"
 source = "test figure"
 kind = "published"
+[timing.step_time]
+value = 10
+unit = "us"
+source = "test figure"
+kind = "published"
 """
 
 GPU_TOML = """
@@ -108,6 +113,7 @@ def test_chip_terms_by_hand(chip):
     conv = est.layers[0]
     assert conv.terms == pytest.approx({"synops": 5e-9, "neuron_updates": 240e-12, "routing": 30e-12})
     assert est.kind == "estimate" and est.estimated == ["energy.spike_route"]
+    assert est.chip_s == pytest.approx(10 * 10e-6) and est.keeps_up
 
 
 def test_totals_used_when_no_per_sample(chip):
@@ -116,12 +122,22 @@ def test_totals_used_when_no_per_sample(chip):
     assert b.terms == pytest.approx(a.terms)
 
 
-def test_step_duration_overrides_dt(tmp_path):
+def test_step_duration_is_the_older_name_of_step_time(tmp_path):
     p = tmp_path / "fast.toml"
-    p.write_text(CHIP_TOML + '[timing.step_duration]\nvalue = 10\nunit = "us"\nsource = "test"\nkind = "estimate"\n')
+    p.write_text(CHIP_TOML.replace("[timing.step_time]", "[timing.step_duration]").replace("value = 10\nunit = \"us\"",
+                                                                                         "value = 20\nunit = \"us\""))
     est = chip_energy(_stats(), load_profile(p))
-    assert est.step_s == pytest.approx(1e-5)
-    assert est.terms["static"] == pytest.approx(1e-3 * 10 * 1e-5)
+    assert est.chip_s == pytest.approx(10 * 20e-6)      # chip time flat out
+    assert est.step_s == pytest.approx(1e-3)            # real time of a step: the bin (dt)
+    assert est.terms["static"] == pytest.approx(1e-3 * 10 * 1e-3)
+
+
+def test_chip_slower_than_real_time_pays_its_own_time(tmp_path):
+    p = tmp_path / "slow.toml"
+    p.write_text(CHIP_TOML.replace("value = 10\nunit = \"us\"", "value = 3\nunit = \"ms\""))
+    est = chip_energy(_stats(), load_profile(p))  # 10 steps x 3 ms > 10 x 1 ms of sensor time
+    assert not est.keeps_up and est.duration_s == pytest.approx(0.03)
+    assert est.terms["static"] == pytest.approx(1e-3 * 0.03)
 
 
 def test_host_macs_on_host_profile(chip, gpu):
@@ -194,9 +210,12 @@ def test_every_shipped_profile_loads_and_feeds_the_model():
             assert chip_energy(_stats(), prof).total > 0
         else:
             assert ann_energy(work, prof).total > 0
-    # Loihi 2 has no published per-op energy: all its energy figures are estimates, with a note
-    for fig in load_profile("loihi2").energy.values():
-        assert fig.kind == "estimate" and fig.note
+    # Loihi 2 has no published per-op energy: those figures are estimates, with a note; its static
+    # power is Intel's measured PilotNet figure
+    l2 = load_profile("loihi2")
+    for key in ("synop", "neuron_update", "spike_route"):
+        assert l2.energy[key].kind == "estimate" and l2.energy[key].note
+    assert l2.energy["static_power"].si() == pytest.approx(0.232) and "PilotNet" in l2.energy["static_power"].source
 
 
 def test_wrong_dimension_is_named(tmp_path):

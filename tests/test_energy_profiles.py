@@ -34,6 +34,11 @@ value = 1
 unit = "mW"
 source = "Some et al. 2020, Table 1"
 kind = "published"
+[timing.step_time]
+value = 5
+unit = "us"
+source = "Some et al. 2020, Table 2"
+kind = "published"
 """
 
 

@@ -68,10 +68,11 @@ def test_report_writes_every_section(tmp_path):
     assert base.terms["compute"] == pytest.approx(276 * 4.6e-12)
     assert base.terms["weight_memory"] == pytest.approx(114 * 4 * 1.3e-9 / 8)
     assert base.terms["activation_memory"] == pytest.approx(61 * 4 * 20e-12 / 8)
-    # Loihi 2 (Loihi 1 figures): 650 synops x 23.6 pJ, 170 updates x 81 pJ, 34 spikes x 1.7 pJ, 29 mW x 10 ms
+    # Loihi 2 (Loihi 1 per-op figures): 650 synops x 23.6 pJ, 170 updates x 81 pJ, 34 spikes x 1.7 pJ;
+    # static: Loihi 2's measured 0.232 W x 10 steps x 1 ms (sensor-paced, the top level)
     l2 = energy.chips["loihi2"]
     hand = {"synops": 650 * 23.6e-12, "neuron_updates": 170 * 81e-12, "routing": 34 * 1.7e-12,
-            "static": 29e-3 * 10 * 1e-3, "host": 0.0}
+            "static": 0.232 * 10 * 1e-3, "host": 0.0}
     assert l2.terms == pytest.approx(hand)
     assert l2.ratio_vs_baseline == pytest.approx(base.joules_per_inference / sum(hand.values()))
     assert l2.ratio_dynamic_vs_baseline == pytest.approx(base.joules_per_inference / (sum(hand.values()) - hand["static"]))
@@ -191,6 +192,9 @@ def test_measured_path_with_a_stand_in_counter(tmp_path, monkeypatch):
     run = make_run(tmp_path / "r")
     energy = report_run(run, ["speck"], "gpu-measured")
     assert energy.baseline.profile == "gpu-measured" and energy.baseline.kind == "measured"
-    assert energy.chips["speck"].ratio_vs_baseline == pytest.approx(
-        m.joules_per_inference / energy.chips["speck"].joules_per_inference)
+    # sensor-paced: measured dynamic + measured idle x 10 steps x 1 ms; throughput: what the counter saw
+    sp = m.joules_per_inference + m.idle_power_w * 10e-3
+    assert energy.baseline.sensor_paced.joules_per_inference == pytest.approx(sp)
+    assert energy.baseline.throughput.joules_per_inference == pytest.approx(m.energy_j / m.inferences)
+    assert energy.chips["speck"].ratio_vs_baseline == pytest.approx(sp / energy.chips["speck"].joules_per_inference)
     assert "Fake GPU" in (run / "report" / "energy.md").read_text()
