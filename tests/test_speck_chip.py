@@ -390,6 +390,10 @@ def test_recurrent_layer_is_rejected_by_name():
      r"input: 130x130 is larger than Speck's input limit of 128x128"),
     (lambda: ([2, 8, 8], conv_node(torch.ones(1100, 2, 3, 3)), [1100, 6, 6]),
      r"layer 'conv1': 1100 output channels, Speck allows at most 1024"),
+    (lambda: ([2, 128, 128], conv_node(torch.ones(4, 2, 3, 3), padding=1), [4, 128, 128]),
+     r"layer 'conv1': output feature map 128x128 is larger than Speck's 64x64 limit"),
+    (lambda: ([130, 4, 4], conv_node(torch.ones(4, 130, 1, 1)), [4, 4, 4]),
+     r"layer 'conv1': 130 input channels, a Speck layer takes at most 128"),
 ])
 def test_limits_are_enforced_with_the_layer_and_the_limit(limits, make, match):
     in_shape, node, out_shape = make()
