@@ -235,8 +235,8 @@ def mapped(form: ChipForm, limits: SpeckLimits):
 
 
 class FakeIO:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
+    def __init__(self, calls: list | None = None) -> None:
+        self.calls: list[tuple[str, object]] = [] if calls is None else calls
 
     def set_slow_clk(self, on: bool) -> None:
         self.calls.append(("set_slow_clk", on))
@@ -245,12 +245,26 @@ class FakeIO:
         self.calls.append(("set_slow_clk_rate", hz))
 
 
+class FakeModel:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def apply_configuration(self, config) -> None:
+        self.calls.append(("apply_configuration", config))
+
+
 class FakeDevice:
+    """What sinabs' DynapcnnNetwork.to uses of an opened devkit: its model and its IO module."""
+
     def __init__(self) -> None:
-        self.io = FakeIO()
+        self.calls: list[tuple[str, object]] = []
+        self.io = FakeIO(self.calls)
 
     def get_io_module(self) -> FakeIO:
         return self.io
+
+    def get_model(self) -> FakeModel:
+        return FakeModel(self.calls)
 
 
 @pytest.mark.parametrize("step", [1e-3, 5e-4, 0.01])
@@ -262,6 +276,24 @@ def test_biased_network_clock_is_one_over_the_step(limits, step):
     device = FakeDevice()
     assert apply_slow_clock(device, data) == round(1 / step)
     assert device.io.calls == [("set_slow_clk", True), ("set_slow_clk_rate", round(1 / step))]
+
+
+def test_device_gets_the_configuration_then_the_clock(limits, tmp_path, monkeypatch):
+    from spikeport.deploy.speck import samna_config
+
+    params = integer_net(seed=11, thresholds=(13, 40))
+    quant, mapping, cores = mapped(chip_form_of(params, **SUBTRACT_MULTI), limits)
+    path = write_config(tmp_path / "speck_config.json", quant, mapping, cores, step_duration_s=2e-3)
+    monkeypatch.setattr(samna_config, "to_samna_config", lambda json_path, device: ("config", str(json_path), device))
+    device = FakeDevice()
+    config = samna_config.apply_to_device(device, path, settle_s=0)
+    assert device.calls == [("apply_configuration", config), ("set_slow_clk", True), ("set_slow_clk_rate", 500)]
+    # a clock the devkit cannot run is refused before the chip is touched
+    bad = write_config(tmp_path / "bad.json", quant, mapping, cores, step_duration_s=3e-3)
+    device = FakeDevice()
+    with pytest.raises(ConfigError, match="not a whole number of Hz"):
+        samna_config.apply_to_device(device, bad, settle_s=0)
+    assert device.calls == []
 
 
 def test_bias_without_step_duration_is_refused(limits, tmp_path):
