@@ -6,7 +6,10 @@ correlation order; netx flips it for Lava's true convolution), ``weight_rec`` fo
 ``dense_rec``, ``bias``, conv ``stride``/``padding``/``dilation``/``groups`` in (H, W) order,
 and ``neuron/{type, iDecay, vDecay, vThMant, refDelay, gradedSpike}``. A ``flatten`` layer
 marks the (C, H, W) -> N reshape before a dense layer. Layer 0 is an ``input`` layer holding
-only the input shape: the input spikes go straight into the first synapse block.
+only the input shape: the input spikes go straight into the first synapse block; or, for a first
+layer with ``input_neurons``, the input layer with its neuron group (netx drives those neurons
+with the input directly). A dense layer's axonal ``delay`` is written as netx reads it (per
+output neuron, or per synapse); a per-neuron conv bias in Lava's (W, H, C) order.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import h5py
 import numpy as np
 
 from spikeport.deploy.loihi.quantize import QuantLayer, QuantNet
+from spikeport.errors import UnsupportedNodeError
 from spikeport.io import atomic_path
 
 
@@ -27,6 +31,18 @@ def _neuron(group: h5py.Group, q: QuantLayer) -> None:
     n.create_dataset("vThMant", data=np.int64(q.vth))
     n.create_dataset("refDelay", data=np.int64(1))
     n.create_dataset("gradedSpike", data=False)
+
+
+def _check_input_neurons(net: QuantNet, k: int, q: QuantLayer) -> None:
+    """Input neurons are netx's input layer: first, one to one, and without a bias netx would read."""
+    if k != 0:
+        raise UnsupportedNodeError(f"layer {q.name}: input neurons after the first layer have no netx form")
+    if q.bias is not None:
+        raise UnsupportedNodeError(f"layer {q.name}: netx reads no bias for input neurons (Lava sets it on the "
+                                   f"built network)")
+    if tuple(q.layer.output_shape) != tuple(net.input_shape):
+        raise UnsupportedNodeError(f"layer {q.name}: input neurons of shape {q.layer.output_shape} for an input "
+                                   f"of shape {net.input_shape}")
 
 
 def write_netx(net: QuantNet, path: str | Path) -> Path:
@@ -47,8 +63,14 @@ def write_netx(net: QuantNet, path: str | Path) -> Path:
 
             g = new("input")
             g.create_dataset("shape", data=np.asarray(net.input_shape, dtype=np.int64))
-            for q in net.layers:
+            for k, q in enumerate(net.layers):
                 lay = q.layer
+                if q.input_neurons:
+                    _check_input_neurons(net, k, q)
+                    g.attrs["name"] = lay.name
+                    g.attrs["synapse"] = lay.synapse
+                    _neuron(g, q)
+                    continue
                 if lay.kind == "dense" and lay.flatten_before:
                     new("flatten").create_dataset("shape", data=np.asarray([int(np.prod(lay.input_shape))]))
                 if lay.kind == "conv":
@@ -65,8 +87,15 @@ def write_netx(net: QuantNet, path: str | Path) -> Path:
                     g.create_dataset("weight", data=q.weight.astype(np.int64))
                     if q.rec_weight is not None:
                         g.create_dataset("weight_rec", data=q.rec_weight.astype(np.int64))
+                if q.delay is not None:
+                    if lay.kind != "dense" or q.rec_weight is not None:
+                        raise UnsupportedNodeError(f"layer {lay.name}: netx carries delays on dense layers only")
+                    g.create_dataset("delay", data=np.asarray(q.delay, dtype=np.int64))
                 if q.bias is not None:
-                    g.create_dataset("bias", data=q.bias.astype(np.int64))
+                    b = q.bias.astype(np.int64)
+                    if lay.kind == "conv" and b.ndim == 3:  # per neuron: netx neurons are (W, H, C)
+                        b = b.transpose(2, 1, 0)
+                    g.create_dataset("bias", data=b)
                 g.attrs["name"] = lay.name
                 g.attrs["synapse"] = lay.synapse
                 _neuron(g, q)
