@@ -14,6 +14,10 @@ past the end of its input). So the run pauses after period step k + 1 of every s
 that buffer to zero: the recurrent input at the reset step is then empty, as at the fast
 engine's first step, and each sample's trains equal those of a run of that sample alone.
 
+A netx file whose first layer is an ``input`` layer with neurons is refused: netx builds an
+``Input`` block whose port reaches no neuron (those neurons are driven by their bias alone, set
+on the built network), so there is nothing a source could feed.
+
 Spikes are read by ``SpikeRecorder``, a small Lava process that writes what it receives into
 a memory-mapped file: Lava's own sink returns its buffer through one message per element,
 far slower than the run itself. Layer k's spike for input step t arrives at period step
@@ -38,6 +42,8 @@ from lava.magma.core.process.ports.ports import InPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from spikeport.errors import UnsupportedNodeError
 
 
 class SpikeRecorder(AbstractProcess):
@@ -80,6 +86,18 @@ def _to_lava(x: np.ndarray) -> np.ndarray:
     return x.transpose(2, 1, 0) if x.ndim == 3 else x
 
 
+def _input_neurons_first(netx_file: str | Path) -> bool:
+    """Whether netx builds an ``Input`` block (an input layer with a neuron group) first."""
+    import h5py
+
+    with h5py.File(netx_file, "r") as f:
+        g = f["layer/0"]
+        kind = g["type"][()]
+        kind = kind.reshape(-1)[0] if np.ndim(kind) else kind
+        kind = kind.decode("ascii") if isinstance(kind, bytes) else str(kind)
+        return kind == "input" and "neuron" in g
+
+
 def run_lava(netx_file: str | Path, inputs: torch.Tensor, layer_names: list[str], input_bits: int = 0,
              progress: bool = False) -> LavaResult:
     """Run ``inputs`` [N, T, *shape] through the netx network; per-layer spike trains back."""
@@ -88,6 +106,9 @@ def run_lava(netx_file: str | Path, inputs: torch.Tensor, layer_names: list[str]
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer as Source
 
+    if _input_neurons_first(netx_file):
+        raise UnsupportedNodeError(f"netx file {netx_file}: layer 0 is an input layer with neurons; netx leaves "
+                                   f"its input port unconnected, so input spikes cannot drive it in Lava")
     t_start = time.perf_counter()
     n, t = inputs.shape[:2]
     x = inputs.detach().cpu().numpy()

@@ -4,9 +4,11 @@ Semantics follow lava-dl 0.6 ``lava/lib/dl/netx/hdf5.py`` and the Lava models it
 ``run_fast`` on the result equals Lava's ``Loihi2SimCfg("fixed_pt")`` run of the same file:
 
 - ``input``: only a shape (the input spikes go straight into the first synapse block), or with a
-  ``neuron`` group a population the input drives directly, without a synapse block and so without
-  its one-step delay (``QuantLayer.input_neurons``). netx gives these neurons no bias from the file
-  (its ``weight``/``bias`` are an input transform netx stores and never applies).
+  ``neuron`` group a population without a synapse block, so without its one-step delay
+  (``QuantLayer.input_neurons``, identity weights). netx gives these neurons no bias from the file
+  (its ``weight``/``bias`` are an input transform netx stores and never applies) and leaves their
+  input port unconnected: in Lava they are driven by the bias set on the built network alone.
+  ``run_fast`` adds the given input through the identity weights; a zero input is netx's case.
 - ``dense`` / ``dense_rec``: netx runs ``optimize_weight_bits`` on the integer weights (a shift
   ``k`` to fill the 8-bit mantissa, exponent ``-k``); Lava then clips and truncates the shifted
   weights in its own sign mode and right-shifts every sum by ``k``. That chain is replayed here;

@@ -55,8 +55,8 @@ class QuantLayer:
     # netx axonal delays (dense only), int64 extra steps: [out] one per output neuron, or [out, in] one
     # per synapse; None = no delay beyond the synapse block's own step
     delay: np.ndarray | None = None
-    # netx input layer with neurons: the input drives them directly (identity weights, no synapse
-    # step in Lava), written back as layer type ``input``
+    # netx input layer with neurons (identity weights, no synapse step), written back as layer type
+    # ``input``; netx drives them by their bias alone
     input_neurons: bool = False
 
     @property
