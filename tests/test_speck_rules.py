@@ -96,7 +96,7 @@ def test_a_pooled_output_tap_is_refused_by_name(limits):
 # ------------------------------------------------------------------ neuron options -----------
 @pytest.mark.parametrize("field,value", [("reset_mode", "hold"), ("spikes_per_step", "many"),
                                          ("membrane_floor", 0.5), ("membrane_floor", math.nan),
-                                         ("membrane_floor", "low")])
+                                         ("membrane_floor", "low"), ("fire_at_threshold", "yes")])
 def test_unknown_neuron_option_names_the_field(limits, field, value):
     layer = conv_layer("conv1", (2, 8, 8), 4)
     with pytest.raises(ConfigError, match=rf"ChipForm\.{field} "):
@@ -202,6 +202,23 @@ def test_subtract_multi_spike_integer_chip_equals_sinabs_iaf_spike_for_spike(lim
         other = sinabs_reference(params, x, spike_fn, reset_fn, floor=floor)
         assert not all(torch.equal(a, b) for a, b in zip(other, ref))
     assert result.spikes.sum(0).tolist() == [float(r.sum()) for r in ref]
+
+
+def test_strict_test_has_no_multi_spike_form():
+    with pytest.raises(ConfigError, match=r"ChipForm\.fire_at_threshold False with spikes_per_step 'multi'"):
+        chain((2, 8, 8), [conv_layer("conv1", (2, 8, 8), 4)], spikes_per_step="multi", fire_at_threshold=False)
+
+
+def test_single_spike_at_threshold_with_subtraction_equals_sinabs_iaf(limits):
+    params = integer_net(seed=4, thresholds=(13, 40))
+    x = events(6)
+    ref = sinabs_reference(params, x, SingleSpike, MembraneSubtract(), floor=True)
+    form = chip_form_of(params, reset_mode="subtract", membrane_floor=-1.0, fire_at_threshold=True)
+    quant = quantise(form, limits)
+    assert [q.threshold % th for q, th in zip(quant.layers, (13, 40))] == [0, 0] and quant.approximations == []
+    result = simulate(build_chip_net(form, x.shape[1], quant), x)
+    assert torch.equal(result.taps["tap_lif1"].transpose(0, 1).double(), ref[0])
+    assert torch.equal(result.taps["output"].transpose(0, 1).double(), ref[1]) and ref[1].sum() > 0
 
 
 def test_subtract_multi_spike_float_chip_form_equals_sinabs_iaf(limits):
@@ -328,13 +345,15 @@ def test_config_records_the_conventions_and_reloads_them(limits, tmp_path):
     path = write_config(tmp_path / "speck_config.json", quant, mapping, cores, step_duration_s=1e-3)
     data = read_config(path)
     assert data["version"] == 2
-    assert data["neuron"] == {"reset_mode": "subtract", "spikes_per_step": "multi", "membrane_floor": -1.0}
+    assert data["neuron"] == {"reset_mode": "subtract", "spikes_per_step": "multi", "membrane_floor": -1.0,
+                              "fire_at_threshold": True}
     assert [d["return_to_zero"] for d in data["layers"]] == [False, False]
     assert [d["threshold_low"] for d in data["layers"]] == [-q.threshold for q in quant.layers]
     reloaded, mapping2 = load_quantised(path)
     assert mapping2 == mapping
     f = reloaded.form
-    assert (f.reset_mode, f.spikes_per_step, f.membrane_floor) == ("subtract", "multi", -1.0)
+    assert (f.reset_mode, f.spikes_per_step, f.membrane_floor, f.fire_at_threshold) == ("subtract", "multi", -1.0,
+                                                                                          True)
     x = events(4, n=3)
     a = simulate(build_chip_net(form, x.shape[1], quant), x).taps["output"]
     b = simulate(build_chip_net(f, x.shape[1], reloaded), x).taps["output"]
@@ -351,7 +370,8 @@ def test_version_1_file_reads_as_todays_defaults(limits, tmp_path):
     write_json_atomic(tmp_path / "old.json", data)
     reloaded, _ = load_quantised(tmp_path / "old.json")
     f = reloaded.form
-    assert (f.reset_mode, f.spikes_per_step, f.membrane_floor) == ("zero", "single", None)
+    assert (f.reset_mode, f.spikes_per_step, f.membrane_floor, f.fire_at_threshold) == ("zero", "single", None,
+                                                                                          False)
     assert read_config(tmp_path / "old.json")["slow_clock"]["enabled"] is False
     data["version"] = 3
     write_json_atomic(tmp_path / "new.json", data)

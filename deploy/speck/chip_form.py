@@ -14,9 +14,10 @@ Neuron conventions (``ChipForm.reset_mode``, ``spikes_per_step``, ``membrane_flo
 the network's producer meant its IF neurons; the defaults are snntorch's (reset to zero, one
 spike a step, no floor), sinabs-made graphs use subtract / multi / -1.0. They are honoured by
 ``quantize`` and ``simulate`` through sinabs' own activation classes. The threshold test
-follows the spike mode: ``"single"`` is the strict ``v > threshold`` of snntorch-trained
-neurons (emulated on the chip's ``v >= threshold``), ``"multi"`` is sinabs' ``MultiSpike``,
-``v >= threshold`` (floor(v / threshold) spikes a step).
+(``fire_at_threshold``, see ``fires_at_threshold``) defaults to the spike mode's: ``"single"``
+the strict ``v > threshold`` of snntorch-trained neurons (emulated on the chip's
+``v >= threshold``), ``"multi"`` sinabs' ``MultiSpike``, ``v >= threshold`` (floor(v / threshold)
+spikes a step), which has no strict form.
 """
 from __future__ import annotations
 
@@ -87,9 +88,17 @@ class ChipForm:
     reset_mode: str = "zero"          # "zero" | "subtract" (the threshold) after a spike
     spikes_per_step: str = "single"   # "single" | "multi" (floor(v / threshold) spikes a step)
     membrane_floor: float | None = None  # lower bound of v in threshold units (-1.0); None: chip's 16-bit minimum
+    fire_at_threshold: bool | None = None  # v >= threshold (sinabs) / v > threshold (snntorch); None: by spike mode
 
     def __post_init__(self) -> None:
         check_neuron_options(self)
+
+
+def fires_at_threshold(form: ChipForm) -> bool:
+    """True: the neurons spike at v >= threshold (sinabs); False: at v > threshold (snntorch)."""
+    if form.fire_at_threshold is None:
+        return form.spikes_per_step == "multi"
+    return form.fire_at_threshold
 
 
 def check_neuron_options(form: ChipForm) -> None:
@@ -104,6 +113,11 @@ def check_neuron_options(form: ChipForm) -> None:
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor) or floor > 0:
             raise ConfigError(f"ChipForm.membrane_floor {floor!r}: expected None or a finite number <= 0 "
                               "(threshold units, e.g. -1.0)")
+    if form.fire_at_threshold not in (None, True, False):
+        raise ConfigError(f"ChipForm.fire_at_threshold {form.fire_at_threshold!r}: expected None, True or False")
+    if form.fire_at_threshold is False and form.spikes_per_step == "multi":
+        raise ConfigError("ChipForm.fire_at_threshold False with spikes_per_step 'multi': sinabs' MultiSpike "
+                          "spikes at v >= threshold; a strict v > threshold exists for one spike a step only")
 
 
 @dataclass(frozen=True)

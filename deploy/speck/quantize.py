@@ -10,12 +10,12 @@ Choices that differ from ``discretize_conv_spike_``, with reasons:
 - the lower state bound: ``ChipForm.membrane_floor`` (threshold units) times the scale, or the
   chip's ``-2**15`` when it is None (the trained network has no lower bound, so the widest bound
   the state format allows is kept);
-- with ``spikes_per_step == "single"`` the threshold is ``floor(scale) + 1``: the trained neurons
-  fire on ``v > threshold`` (snntorch), Speck's neurons as modelled by sinabs on
+- for neurons that fire on ``v > threshold`` (snntorch; ``fires_at_threshold`` False) the
+  threshold is ``floor(scale) + 1``: Speck's neurons as modelled by sinabs fire on
   ``v >= threshold`` (``SingleSpike``); on integer states both are the same test with this
   threshold;
-- with ``spikes_per_step == "multi"`` (sinabs' ``MultiSpike``, ``v >= threshold``) the scale is
-  made an integer and the threshold equals it: the test is then exact on integer states, and a
+- for neurons that fire on ``v >= threshold`` (sinabs' ``SingleSpike`` / ``MultiSpike``) the
+  scale is made an integer and the threshold equals it: the test is then exact on integer states, and a
   subtracting reset removes exactly what the float network removes (1 threshold). When the
   layer's weights and biases lie on a grid ``1/d`` (a network made with integer weights and an
   integer threshold, as sinabs-made graphs are: ``w = W / threshold``), the scale is the largest
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from spikeport.deploy.speck import sinabs_backend
-from spikeport.deploy.speck.chip_form import ChipForm, SpeckLimits, check_neuron_options
+from spikeport.deploy.speck.chip_form import ChipForm, SpeckLimits, check_neuron_options, fires_at_threshold
 from spikeport.errors import ConfigError
 
 
@@ -102,9 +102,9 @@ def _grid(values: torch.Tensor, max_scale: float) -> int | None:
     return None
 
 
-def _threshold(scale: float, spikes_per_step: str, params: torch.Tensor) -> tuple[float, int]:
-    """(scale, threshold_high) for the spike mode's threshold test (see the module notes)."""
-    if spikes_per_step == "single":
+def _threshold(scale: float, at_threshold: bool, params: torch.Tensor) -> tuple[float, int]:
+    """(scale, threshold_high) for the neurons' threshold test (see the module notes)."""
+    if not at_threshold:
         return scale, math.floor(scale) + 1  # <= 2**15 - 1: the scale leaves room for the +1
     if scale < 1.0:
         return scale, 1
@@ -133,7 +133,7 @@ def quantise(form: ChipForm, limits: SpeckLimits, weight_quantile: float = 1.0) 
     for layer in form.layers:
         w = layer.weight.double()
         scale, threshold = _threshold(_layer_scale(w, layer.bias.double(), limits, weight_quantile),
-                                      form.spikes_per_step, torch.cat([w.flatten(), layer.bias.double()]))
+                                      fires_at_threshold(form), torch.cat([w.flatten(), layer.bias.double()]))
         w_scaled = torch.round(w * scale)
         b_scaled = torch.round(layer.bias.double() * scale)
         clipped_w = int(((w_scaled < w_lo) | (w_scaled > w_hi)).sum())
@@ -150,7 +150,7 @@ def quantise(form: ChipForm, limits: SpeckLimits, weight_quantile: float = 1.0) 
         if floor_clamped:
             out.approximations.append(f"{layer.neuron}: membrane floor {form.membrane_floor} thresholds is below the "
                                       f"16-bit state; clamped to {s_lo}")
-    if form.reset_mode == "subtract" and form.spikes_per_step == "single":
+    if form.reset_mode == "subtract" and not fires_at_threshold(form):
         out.approximations.append("reset by subtraction with the strict v > threshold test: each spike subtracts "
                                   "threshold_high = floor(scale) + 1, up to 1 integer unit more than the float "
                                   "network's threshold")

@@ -18,7 +18,8 @@ no clock)::
     {
       "format": "spikeport-speck-config", "version": 2,
       "neuron": {"reset_mode": "zero" | "subtract", "spikes_per_step": "single" | "multi",
-                 "membrane_floor": float | null},         # ChipForm's conventions
+                 "membrane_floor": float | null,          # ChipForm's conventions
+                 "fire_at_threshold": bool},              # v >= threshold of the source network (else >)
       "slow_clock": {"enabled": bool, "frequency_hz": float | null,   # 1 / step_duration_s
                      "step_duration_s": float | null},    # the leak/bias clock
       "input":  {"shape": [C, H, W], "nir_shape": [...], "pooling": p, "destination_core": core},
@@ -48,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, OutputTap
+from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, OutputTap, fires_at_threshold
 from spikeport.deploy.speck.quantize import QuantisedForm, QuantLayer
 from spikeport.errors import ArtifactError, ConfigError, SpikeportError
 from spikeport.io import read_json, write_json_atomic
@@ -56,7 +57,7 @@ from spikeport.io import read_json, write_json_atomic
 FORMAT = "spikeport-speck-config"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
-V1_NEURON = {"reset_mode": "zero", "spikes_per_step": "single", "membrane_floor": None}
+V1_NEURON = {"reset_mode": "zero", "spikes_per_step": "single", "membrane_floor": None, "fire_at_threshold": False}
 
 
 def slow_clock(quant: QuantisedForm, step_duration_s: float | None) -> dict:
@@ -99,7 +100,8 @@ def config_dict(quant: QuantisedForm, mapping: dict[str, int], cores: list[dict]
     return {
         "format": FORMAT, "version": VERSION,
         "neuron": {"reset_mode": form.reset_mode, "spikes_per_step": form.spikes_per_step,
-                   "membrane_floor": None if form.membrane_floor is None else float(form.membrane_floor)},
+                   "membrane_floor": None if form.membrane_floor is None else float(form.membrane_floor),
+                   "fire_at_threshold": fires_at_threshold(form)},
         "slow_clock": clock,
         "input": {"shape": list(form.input_shape), "nir_shape": list(form.nir_input_shape),
                   "pooling": form.input_pool, "destination_core": mapping[form.layers[0].name]},
@@ -154,7 +156,8 @@ def load_quantised(path: str | Path) -> tuple[QuantisedForm, dict[str, int]]:
                                            shape=tuple(o["shape"])) for o in data["outputs"]],
                         approximations=list(data.get("approximations", [])),
                         reset_mode=data["neuron"]["reset_mode"], spikes_per_step=data["neuron"]["spikes_per_step"],
-                        membrane_floor=data["neuron"]["membrane_floor"])
+                        membrane_floor=data["neuron"]["membrane_floor"],
+                        fire_at_threshold=bool(data["neuron"]["fire_at_threshold"]))
         mapping = {d["name"]: int(d["core"]) for d in data["layers"]}
     except ConfigError as exc:
         raise ArtifactError(f"{path}: {exc}") from None

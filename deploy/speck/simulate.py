@@ -30,7 +30,7 @@ import torch
 from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from torch import nn
 
-from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options
+from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options, fires_at_threshold
 from spikeport.deploy.speck.quantize import QuantisedForm
 
 FLOAT_EXACT = 2 ** 24  # integers up to this are exact in float32
@@ -72,8 +72,8 @@ def neuron_functions(form: ChipForm) -> tuple[type, object]:
 
 def _float_neuron(form: ChipForm) -> tuple[float, float | None]:
     """(threshold, min_v_mem) of the float chip form, whose threshold is 1."""
-    if form.spikes_per_step == "multi":
-        threshold = 1.0  # sinabs' MultiSpike: floor(v / 1) spikes, the test v >= 1
+    if fires_at_threshold(form):
+        threshold = 1.0  # sinabs' own test, v >= 1 (MultiSpike: floor(v / 1) spikes)
     else:
         # v > 1 (the trained neuron's strict test) as sinabs' v >= threshold in float32
         threshold = float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))
