@@ -92,14 +92,15 @@ def _grid(values: torch.Tensor, max_scale: float) -> int | None:
     uniq = uniq[uniq > 0]
     if uniq.numel() == 0 or uniq.numel() > GRID_VALUES or max_scale < 1:
         return None
-    top = int(min(max_scale, 2 ** 15))
-    for start in range(1, top + 1, 1024):
-        d = torch.arange(start, min(start + 1024, top + 1), dtype=torch.float64)[:, None]
-        x = d * uniq[None, :]
-        exact = ((x - x.round()).abs() <= GRID_TOLERANCE).all(1)
-        if bool(exact.any()):
-            return int(d[exact.nonzero()[0, 0], 0])
-    return None
+    # Narrow the candidates value by value: a random value leaves ~0.2 % of them, so this costs
+    # about one pass over the candidates, not one per value.
+    cand = torch.arange(1, int(min(max_scale, 2 ** 15)) + 1, dtype=torch.float64)
+    for v in uniq.flip(0):
+        x = cand * v
+        cand = cand[(x - x.round()).abs() <= GRID_TOLERANCE]
+        if cand.numel() == 0:
+            return None
+    return int(cand[0])
 
 
 def _threshold(scale: float, at_threshold: bool, params: torch.Tensor) -> tuple[float, int]:
