@@ -446,7 +446,7 @@ def baseline_modes(est: BaselineEstimate, profile: Profile, real_s: float) -> Ba
     # sensor-paced: the whole sample must arrive before the twin runs on it (batch 1)
     period = max(real_s, t1 or 0.0)
     sensor = ModeEnergy("sensor_paced", est.total, idle.value * period, period,
-                        real_s + (t1 or 0.0), 1.0 / period)
+                        None if t1 is None else real_s + t1, 1.0 / period)
     return BaselineModes(sensor, points[0], best, [idle, *timing], notes)
 
 
