@@ -263,3 +263,27 @@ def test_lava_dl_networks_it_cannot_carry_are_named():
         read_netx(GTS / "ntidigits" / "ntidigits.net")
     with pytest.raises(UnsupportedNodeError, match=r"layer 0 \(input\): sigma-delta"):
         read_netx(GTS / "pilotnet_sdnn" / "network.net")
+
+
+def test_dense_weights_replay_netx_and_lava_exactly(tmp_path):
+    """The reader's replay of netx's ``optimize_weight_bits`` and Lava's clip / truncate / shift gives
+    the sums Lava's Dense block computes, including the inhibitory case where Lava truncates."""
+    netx_utils = pytest.importorskip("lava.lib.dl.netx.utils")
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    from spikeport.deploy.loihi import netx_reader as nr
+
+    rng = np.random.default_rng(1)
+    cases = [rng.integers(-127, 128, (6, 9)) * 2, rng.integers(-10, 11, (6, 9)), rng.integers(0, 40, (6, 9)) * 4,
+             -rng.integers(0, 100, (6, 9)), np.where(rng.random((6, 9)) < 0.5, -128, 0)]
+    spikes = (rng.random((9, 20)) < 0.5).astype(np.int64)
+    f = nr._File(tmp_path / "x.net", None, 1, "dense")
+    for w in cases:
+        mine = nr._lava_dense_weights(f, [w])[0]
+        with np.errstate(divide="ignore"):  # netx divides by a zero largest weight in the last case
+            shifted, bits, exp, _ = netx_utils.optimize_weight_bits(w)
+        mode = determine_sign_mode(shifted)
+        lw = truncate_weights(clip_weights(shifted, mode, num_bits=8), mode, bits)
+        lava = np.right_shift(lw @ spikes, -exp) if exp <= 0 else np.left_shift(lw @ spikes, exp)
+        assert np.array_equal(mine @ spikes, lava)
+    assert not np.array_equal(nr._lava_dense_weights(f, [cases[-1]])[0], cases[-1])  # Lava really truncates there

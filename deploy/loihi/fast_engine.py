@@ -11,6 +11,9 @@ threads. The integer arithmetic copies, line by line:
   the even 8-bit weights ``quantize`` writes, so the sum of the stored weights);
 - ``lava/proc/conv/models.py`` ``PyConvModelFixed``: the convolution sum, wrapped to 24 bits
   (``utils.signed_clamp``);
+- ``lava/proc/dense/models.py`` ``PyDelayDenseModelBitAcc``: an axonal delay ``d`` (per output
+  neuron, or per synapse) adds ``d`` steps to the block's own one; in local time the synaptic
+  input of those synapses is shifted by ``d`` steps (the bias is not);
 - ``lava/proc/lif/models.py`` ``PyLifModelBitAcc``: 12-bit decays rounded toward zero, input
   shifted left by 6, current wrapped once at +-2**23, voltage saturated to 24 bits, threshold
   shifted left by 6, strict ``>``, reset to 0.

@@ -167,7 +167,7 @@ def _clip_truncate(w: np.ndarray, num_weight_bits: int) -> np.ndarray:
     return -x if mode == "inhibitory" else x
 
 
-def lava_dense_weights(f: _File, blocks: list[np.ndarray]) -> list[np.ndarray]:
+def _lava_dense_weights(f: _File, blocks: list[np.ndarray]) -> list[np.ndarray]:
     """The integer weights a Lava Dense block effectively applies to the file's weights.
 
     netx's ``optimize_weight_bits`` (over all ``blocks`` together: input and recurrent weights
@@ -346,7 +346,7 @@ def _dense(f: _File, in_shape: tuple[int, ...], flatten: bool, notes: list[str])
         blocks.append(wr)
     if "weight/imag" in f.g:
         raise f.unsupported(UNSUPPORTED_TYPES["dense_comp"])
-    eff = lava_dense_weights(f, blocks)
+    eff = _lava_dense_weights(f, blocks)
     delay = _delay(f, n_out, n_in, notes)
     if rec and delay is not None:
         raise f.unsupported("delays on a recurrent dense layer: netx gives its recurrent synapse the same delays "
