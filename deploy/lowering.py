@@ -84,8 +84,10 @@ class Pool:
     scale: float
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True,
-                            divisor_override=1) * self.scale
+        # a window sum as mean x window size (exact for spike counts and power-of-two windows);
+        # avg_pool2d's divisor_override does not survive the ONNX export of the ANN twin
+        k = self.kernel[0] * self.kernel[1]
+        return F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True) * (k * self.scale)
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         c, h, w = shape

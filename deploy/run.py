@@ -11,7 +11,8 @@ import nir
 import torch
 
 from spikeport.deploy.common import DeployInput
-from spikeport.errors import ArtifactError, ConfigError, SpikeportError
+from spikeport.deploy.lowering import Conventions
+from spikeport.errors import ArtifactError, SpikeportError
 from spikeport.io import read_json_model, write_json_atomic
 from spikeport.schemas import ExportInfo, Partition, Stats
 
@@ -38,20 +39,6 @@ class CountingHost:
         return self.macs // self.samples if self.samples else 0
 
 
-TARGET_ENGINES = {"loihi": ("fast", "lava"), "loihi2": ("fast", "lava"), "speck": ("sinabs",)}
-
-
-def _check_target(target: str, engine: str) -> str:
-    if target not in TARGET_ENGINES:
-        raise ConfigError(f"unknown target '{target}'; valid: {', '.join(TARGET_ENGINES)}")
-    engines = TARGET_ENGINES[target]
-    if target == "speck" and engine == "fast":  # the CLI default means "the target's default"
-        engine = "sinabs"
-    if engine not in engines:
-        raise ConfigError(f"engine '{engine}' is not available for target '{target}'; valid: {', '.join(engines)}")
-    return engine
-
-
 @torch.no_grad()
 def float_predictions(model: torch.nn.Module, inputs: torch.Tensor | tuple, batch: int = 64) -> torch.Tensor:
     """Predictions of the trained float model on the same inputs the chip gets."""
@@ -64,7 +51,29 @@ def float_predictions(model: torch.nn.Module, inputs: torch.Tensor | tuple, batc
     return torch.cat(preds)
 
 
-def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | None) -> DeployInput:
+def _imported_input(run_dir: Path, info: ExportInfo, graph: nir.NIRGraph, target: str, engine: str,
+                    samples: int | None, root: Path | None) -> DeployInput:
+    """A run made by `spikeport import`: no trained model; the float reference is the graph
+    itself, simulated by the float runtime on the same inputs."""
+    from spikeport.deploy.float_runtime import run_float
+    from spikeport.deploy.lowering import Conventions, lower
+    from spikeport.importing import check_input_shape, load_inputs
+
+    imp = info.imported
+    conventions = Conventions(**imp.conventions)
+    lowered = lower(graph, imp.dt, conventions)
+    x, y = load_inputs(imp, run_dir, samples, root)
+    check_input_shape(lowered, x, f"{run_dir}: recorded inputs")
+    float_preds = run_float(lowered, x).logits(lowered.output_name).argmax(1)
+    if y is None:  # no labels: accuracy is scored against the float reference's own predictions
+        y = float_preds.clone()
+    return DeployInput(graph=graph, dt=imp.dt, timesteps=int(x.shape[1]), inputs=x, labels=y,
+                       float_predictions=float_preds, host=None, out_dir=run_dir / "deploy" / target,
+                       target=target, engine=engine, conventions=conventions, step_s=imp.step_s)
+
+
+def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | None,
+                       root: Path | None = None) -> DeployInput:
     from spikeport.data.registry import load_tensors
     from spikeport.export.nir_io import read_nir
     from spikeport.export.partition import load_host
@@ -73,16 +82,20 @@ def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | N
     run_dir = Path(run_dir)
     export_dir = run_dir / "export"
     if not (export_dir / "export.json").is_file():
-        raise ArtifactError(f"{run_dir}: no export found; run `spikeport export {run_dir}` first")
+        raise ArtifactError(f"{run_dir}: no export found; run `spikeport export {run_dir}` "
+                            f"(or `spikeport import FILE --out {run_dir}`) first")
     info = read_json_model(export_dir / "export.json", ExportInfo)
     partition = read_json_model(export_dir / "partition.json", Partition)
     graph = read_nir(export_dir / info.nir_file)
-    if not any(isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)) for node in graph.nodes.values()):
+    if not any(isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI, nir.NIRGraph))
+               for node in graph.nodes.values()):
         raise SpikeportError(f"{export_dir / info.nir_file}: the chip part of model '{info.model}' is empty "
                              "(the whole model runs on the host); there is nothing to deploy to a chip")
+    if info.imported is not None:
+        return _imported_input(run_dir, info, graph, target, engine, samples, root)
     model, spec = load_run_model(run_dir)
-    x, y = load_tensors(spec["dataset"], "test", timesteps=info.timesteps, max_samples=samples,
-                        seed=spec.get("seed", 0))
+    x, y = load_tensors(spec["dataset"], "test", root=root or spec.get("root"), timesteps=info.timesteps,
+                        max_samples=samples, seed=spec.get("seed", 0))
     chip_inputs = x[0] if isinstance(x, tuple) else x  # audio-visual: chip part takes the first modality
     return DeployInput(graph=graph, dt=info.dt, timesteps=info.timesteps, inputs=chip_inputs, labels=y,
                        float_predictions=float_predictions(model, x),
@@ -90,19 +103,18 @@ def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | N
                        out_dir=run_dir / "deploy" / target, target=target, engine=engine)
 
 
-def deploy_run(run_dir: Path, target: str, engine: str = "fast", samples: int | None = None) -> Stats:
+def deploy_run(run_dir: Path, target: str, engine: str | None = None, samples: int | None = None,
+               root: Path | None = None) -> Stats:
+    from spikeport.deploy.targets import get_target, resolve_engine
     from spikeport.hw_profiles import load_profile
 
-    engine = _check_target(target, engine)
-    inp = build_deploy_input(Path(run_dir), target, engine, samples)
+    engine = resolve_engine(target, engine)
+    inp = build_deploy_input(Path(run_dir), target, engine, samples, root)
     profile = load_profile(target)
-    if target == "speck":
-        from spikeport.deploy.speck.target import deploy_speck
-        stats = deploy_speck(inp, profile)
-    else:
-        from spikeport.deploy.loihi.target import deploy_loihi
-        stats = deploy_loihi(inp, profile)
+    stats = get_target(target).deploy(inp, profile)
     if isinstance(inp.host, CountingHost):
         stats.host_macs_per_sample = inp.host.macs_per_sample
+    stats.step_s = inp.step_s or inp.dt
+    stats.conventions = (inp.conventions or Conventions()).to_dict()
     write_json_atomic(inp.out_dir / "stats.json", stats)
     return stats

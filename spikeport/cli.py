@@ -11,11 +11,13 @@ from typing import Callable, Optional
 
 import typer
 
+from spikeport.deploy.targets import CHIPS, TARGETS
 from spikeport.errors import SpikeportError
 
 app = typer.Typer(
     help="spikeport: spiking neural networks from training to neuromorphic chips.\n\n"
-    "Stages: data -> train -> export -> deploy -> report (or `demo` for the whole flow).",
+    "Stages: data -> train -> export -> deploy -> report (or `demo` for the whole flow); `import` brings "
+    "a NIR or netx network made by another tool to deploy and report.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Embedded default datasets and real dataset checks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -93,15 +95,44 @@ def export(run: Path = typer.Argument(..., help="run folder"),
                f"{'exact' if v.exact else f'output agreement {v.output_agreement:.3f}'}{ann}")
 
 
+@app.command(name="import")
+@_user_errors
+def import_(file: Path = typer.Argument(..., help="a NIR graph (.nir) or a lava-dl netx network (.net / .h5)"),
+            out: Path = typer.Option(..., help="the run folder to create, e.g. runs/X"),
+            dataset: Optional[str] = typer.Option(None, help="test data: a dataset name (see `spikeport data info`)"),
+            root: Optional[Path] = typer.Option(None, help="folder holding a real dataset"),
+            inputs: Optional[Path] = typer.Option(None, help="test data: .npz with inputs [N, T, ...] (+ labels [N])"),
+            timesteps: Optional[int] = typer.Option(None, min=1, help="time steps per sample"),
+            bin_ms: Optional[float] = typer.Option(None, help="real time of one step in ms (the bin width)"),
+            dt: Optional[float] = typer.Option(None, help="seconds the graph's neuron parameters are discretised with"),
+            from_: Optional[str] = typer.Option(None, "--from", help="the producing tool: sinabs | snntorch | norse | "
+                                                                    "lava-dl (sets dt and neuron conventions)")) -> None:
+    """Import a network made by another tool as a run that deploy and report take."""
+    import warnings
+
+    from spikeport.importing import import_network
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = import_network(file, out, dataset=dataset, root=root, inputs=inputs, timesteps=timesteps,
+                              bin_ms=bin_ms, dt=dt, producer_name=from_)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    imp = info.imported
+    typer.echo(f"{out / 'export' / info.nir_file}: {imp.format} graph, dt {imp.dt:g} s ({imp.dt_source}), "
+               f"{imp.timesteps} steps of {imp.step_s * 1e3:g} ms; ANN twin {info.ann.macs_onnx} MACs/inference")
+
+
 @app.command()
 @_user_errors
 def deploy(run: Path = typer.Argument(..., help="run folder"),
-           target: str = typer.Option(..., help="loihi | loihi2 | speck"),
-           engine: str = typer.Option("fast", help="lava | fast (Loihi); sinabs (Speck)"),
-           samples: Optional[int] = typer.Option(None, min=1, help="test samples (default: all)")) -> None:
+           target: str = typer.Option(..., help="a chip target: " + " | ".join(TARGETS)),
+           engine: Optional[str] = typer.Option(None, help="; ".join(f"{t.name}: {' | '.join(t.engines)}"
+                                                                      for t in TARGETS.values()) + " (first: default)"),
+           samples: Optional[int] = typer.Option(None, min=1, help="test samples (default: all)"),
+           root: Optional[Path] = typer.Option(None, help="dataset folder (default: the one the run recorded)")) -> None:
     """Deploy the exported NIR graph to a chip target: quantise, map, simulate, count."""
     from spikeport.deploy.run import deploy_run
-    stats = deploy_run(run, target=target, engine=engine, samples=samples)
+    stats = deploy_run(run, target=target, engine=engine, samples=samples, root=root)
     typer.echo(f"{target} ({stats.engine}): accuracy {stats.accuracy:.4f} on {stats.samples} samples, "
                f"agreement with float {stats.agreement_with_float:.4f}, {stats.cores_used} cores; "
                f"{run / 'deploy' / target / 'stats.json'}")
@@ -110,7 +141,7 @@ def deploy(run: Path = typer.Argument(..., help="run folder"),
 @app.command()
 @_user_errors
 def report(run: Path = typer.Argument(..., help="run folder"),
-           chips: str = typer.Option("loihi2,speck", help="comma-separated deployed targets"),
+           chips: str = typer.Option(",".join(CHIPS), help="comma-separated deployed targets"),
            baseline: str = typer.Option("gpu-horowitz45", help="gpu-horowitz45 | gpu-measured | a profile")) -> None:
     """Per-chip energy from the deployment counts and hardware profiles, against a GPU ANN baseline."""
     from spikeport.deploy.report import report_run

@@ -88,7 +88,7 @@ def run_demo(out: Path, quick: bool = False, data_root: Path | None = None) -> P
         lava_stats = (run / "deploy" / "loihi2" / "stats.json").read_text()
         (run / "deploy" / "loihi2" / "stats_lava.json").write_text(lava_stats)
         deploy_run(run, target="loihi2", engine="fast", samples=sizes.test_samples)
-        deploy_run(run, target="speck", engine="sinabs", samples=sizes.test_samples)
+        deploy_run(run, target="speck", samples=sizes.test_samples)
         clock.stage(f"5/5 report {modality}", "report")
         reports.append(report_run(run, chips=["loihi2", "speck"], baseline="gpu-horowitz45"))
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s ({clock.summary()})")

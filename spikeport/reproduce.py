@@ -28,13 +28,13 @@ from typing import Any
 
 from rich.console import Console
 
+from spikeport.deploy.targets import CHIPS
 from spikeport.errors import SpikeportError
 from spikeport.io import atomic_path, write_json_atomic, write_text_atomic
 
 console = Console()
 
 SEED_A_MODELS = ["baseline", "scl", "hopfield", "hgrn", "hybrid"]
-CHIPS = ["loihi2", "speck"]
 # Published accuracies of the first paper (FACTS §6), shown beside ours for reference only.
 PAPER_TABLE = {"baseline": (96.77, 80.04), "scl": (96.72, 82.16), "hopfield": (97.68, 76.15),
                "hgrn": (97.48, 80.08), "hybrid": (97.58, 76.94), "joint": (94.41, 79.37)}
@@ -111,7 +111,7 @@ def _run_one(model: str, modality: str, dataset: str, run: Path, schedule: Sched
     deployed = []
     for chip in CHIPS:
         try:
-            stats = deploy_run(run, target=chip, engine="fast" if chip != "speck" else "sinabs",
+            stats = deploy_run(run, target=chip, engine=None,
                                samples=schedule.deploy_samples)
             row.chips[chip] = {"accuracy": stats.accuracy, "agreement_with_float": stats.agreement_with_float,
                                "synops_per_sample": sum(layer.synops for layer in stats.per_sample),

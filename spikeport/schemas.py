@@ -62,6 +62,24 @@ class AnnExport(_Strict):
     trained: bool | None = None  # False: the twin architecture untrained (MAC counting only)
 
 
+class ImportInfo(_Strict):
+    """How a network made elsewhere came in (`spikeport import`): the two times kept apart."""
+    file: str
+    format: str                      # "NIR" | "lava-dl netx"
+    producer: str | None = None      # the tool named with --from (its conventions applied)
+    dt: float = Field(gt=0.0)        # step the graph's continuous-time parameters are discretised with
+    dt_source: str
+    step_s: float = Field(gt=0.0)    # real time one step lasts (bin width): static power, latency
+    step_source: str
+    conventions: dict = {}           # reset, spikes per step, membrane floor, fire at threshold
+    inputs_file: str | None = None   # a copy of --inputs beside export.json
+    dataset: str | None = None
+    root: str | None = None
+    timesteps: int = Field(ge=1)
+    bin_ms: float = Field(gt=0.0)
+    warnings: list[str] = []
+
+
 class ExportInfo(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     model: str
@@ -75,6 +93,7 @@ class ExportInfo(_Strict):
     # NIR neuron convention (spikeport.export.neurons) and what the graph approximates.
     neuron_convention: str | None = None
     approximations: list[str] = []
+    imported: ImportInfo | None = None  # set by `spikeport import` (no trained model.pt)
 
 
 class HostModule(_Strict):
@@ -117,6 +136,8 @@ class Stats(_Strict):
     approximations: list[str] = []
     clipped_weights: int = Field(default=0, ge=0)
     host_macs_per_sample: int = Field(default=0, ge=0)
+    step_s: float | None = Field(default=None, gt=0.0)  # real time one step lasts (bin width); None: dt
+    conventions: dict | None = None  # neuron conventions simulated (reset, spikes per step, floor)
 
 
 # --- report: runs/<name>/report/energy.json ------------------------------------------------

@@ -109,10 +109,8 @@ def chip_form(graph: LayerGraph) -> ChipForm:
     form.approximations = [*graph.approximations, *notes]
     conv = graph.conventions
     # The producer's neuron conventions (Speck runs either reset mode, and several spikes per step).
-    for field_name, value in (("reset_mode", conv.reset), ("spikes_per_step", conv.spikes_per_step),
-                              ("membrane_floor", conv.membrane_floor)):
-        if hasattr(form, field_name):
-            setattr(form, field_name, value)
+    form.reset_mode, form.spikes_per_step = conv.reset, conv.spikes_per_step
+    form.membrane_floor, form.fire_at_threshold = conv.membrane_floor, conv.fire_at_threshold
     return form
 
 

@@ -9,7 +9,7 @@ import torch
 
 from spikeport.deploy.common import DeployInput
 from spikeport.deploy.speck.chip_form import ChipForm, SpeckLimits, check_limits
-from spikeport.deploy.speck.from_nir import nir_to_chip_form
+from spikeport.deploy.speck.from_nir import SPECK_FEATURES, nir_to_chip_form  # noqa: F401 (the registry reads it here)
 from spikeport.deploy.speck.mapper import core_report, layer_memory, map_layers, sinabs_validator
 from spikeport.deploy.speck.quantize import QuantisedForm, quantise
 from spikeport.deploy.speck.samna_config import write_config
@@ -19,8 +19,15 @@ from spikeport.hw_profiles import Profile, load_profile
 from spikeport.schemas import LayerCounts, Stats
 
 CONFIG_FILE = "speck_config.json"
-TIME_STEPPED = ("simulation: time-stepped, at most one spike per neuron per step; Speck itself is "
-                "event-driven (a burst of events inside one step can fire a neuron more than once)")
+
+
+def time_stepped_note(form: ChipForm) -> str:
+    """What the time-stepped simulation approximates of the event-driven chip."""
+    if form.spikes_per_step == "multi":
+        return ("simulation: time-stepped, several spikes per neuron per step (sinabs MultiSpike); Speck itself is "
+                "event-driven and updates on each event")
+    return ("simulation: time-stepped, at most one spike per neuron per step; Speck itself is event-driven (a "
+            "burst of events inside one step can fire a neuron more than once)")
 
 
 def check_inputs(inp: DeployInput, form: ChipForm) -> None:
@@ -106,7 +113,8 @@ def deploy_speck(inp: DeployInput, profile: Profile | str | Path = "speck", batc
         extra["float_chip_form_agreement_with_float"] = float((form_preds == float_preds).float().mean())
 
     inp.out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(inp.out_dir / CONFIG_FILE, quant, mapping, cores)
+    config_path = write_config(inp.out_dir / CONFIG_FILE, quant, mapping, cores,
+                               step_duration_s=inp.step_s if inp.step_s is not None else inp.dt)
     return Stats(
         target="speck", engine="sinabs", samples=n, timesteps=inp.timesteps, dt=inp.dt,
         accuracy=float((preds == labels).float().mean()),
@@ -115,7 +123,7 @@ def deploy_speck(inp: DeployInput, profile: Profile | str | Path = "speck", batc
         cores_used=len(mapping),
         layers=_counts(form, quant, result, inp.timesteps, per_sample=False),
         per_sample=_counts(form, quant, result, inp.timesteps, per_sample=True),
-        approximations=[TIME_STEPPED, *form.approximations, *quant.approximations],
+        approximations=[time_stepped_note(form), *form.approximations, *quant.approximations],
         clipped_weights=quant.clipped_weights,
         core_mapping=mapping,
         core_memory=cores,

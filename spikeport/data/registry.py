@@ -200,16 +200,19 @@ def _frames(m: DatasetMeta, root: Path, split: str, prep: preprocess.Preprocess,
     return x.float(), yt
 
 
-def preprocessing(name: str, timesteps: int | None = None) -> preprocess.Preprocess:
-    """The preprocessing ``load_tensors`` applies to ``name`` (single-modality datasets)."""
+def preprocessing(name: str, timesteps: int | None = None, bin_s: float | None = None) -> preprocess.Preprocess:
+    """The preprocessing ``load_tensors`` applies to ``name`` (single-modality datasets);
+    ``bin_s`` overrides the dataset's bin width."""
     m = meta(name)
+    if bin_s is not None and not bin_s > 0:
+        raise DataError(f"bin width must be positive (got {bin_s} s)")
     return preprocess.Preprocess(sensor_size=SENSORS[m.family], timesteps=timesteps or m.timesteps,
-                                 dt_us=int(round(m.dt * 1e6)), denoise_us=m.denoise_us)
+                                 dt_us=int(round((bin_s or m.dt) * 1e6)), denoise_us=m.denoise_us)
 
 
 def load_tensors(name: str, split: str, root: str | os.PathLike | None = None,
                  timesteps: int | None = None, max_samples: int | None = None, seed: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, bin_s: float | None = None):
     """Frame tensors of one split: ``(x, y)``; see the module docstring."""
     m = meta(name)
     if split not in SPLITS:
@@ -223,7 +226,7 @@ def load_tensors(name: str, split: str, root: str | os.PathLike | None = None,
     if name == "av-digits":
         from spikeport.data.av import load_pairs
         return load_pairs(path, split, timesteps or m.timesteps, max_samples, seed, progress)
-    return _frames(m, path, split, preprocessing(name, timesteps), max_samples, seed, progress)
+    return _frames(m, path, split, preprocessing(name, timesteps, bin_s), max_samples, seed, progress)
 
 
 # ----------------------------------------------------------------------------------------------
