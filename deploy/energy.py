@@ -50,7 +50,7 @@ MODES = ("sensor_paced", "throughput")
 # the least energy per inference (past the compute-bound point a larger batch buys nothing)
 BATCHES = tuple(2 ** k for k in range(11))
 BEST_BATCH_TOLERANCE = 0.01
-BIN_FIELDS = ("bin_s", "bin_width_s", "step_duration_s")  # a run's bin width, when it records one
+BIN_FIELDS = ("bin_s", "bin_width_s", "step_duration_s", "step_s")  # a run's bin width, when recorded
 
 
 @dataclass(frozen=True)

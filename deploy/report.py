@@ -190,6 +190,17 @@ def _chip_entry(est: ChipEstimate, stats: Stats, modes: BaselineModes, float_acc
                  "spikes": layer.spikes, "terms": layer.terms} for layer in est.layers])
 
 
+def _sanafe_check(est: ChipEstimate, stats: Stats) -> dict | None:
+    """SANA-FE's calibrated Loihi figures on a Loihi deployment's counts, where sanafe is installed."""
+    if not est.profile.startswith("loihi"):
+        return None
+    from spikeport.deploy.sanafe_check import SanafeUnavailable, check
+    try:
+        return check(est, stats.cores_used).as_dict()
+    except SanafeUnavailable as exc:
+        return {"skipped": str(exc)}
+
+
 def _other_baselines(work: AnnWorkload, skip: str, estimates: dict[str, ChipEstimate]) -> dict:
     """Both modes against every other shipped GPU/CPU profile: the baselines a user would pick."""
     out: dict = {}
@@ -245,6 +256,7 @@ def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
         sc = papers_shortcut(work.macs, est.synops, shortcut_profile)
         shortcut["chips"][chip] = {"synops": est.synops, "snn_joules": sc.snn_joules,
                                    "ratio": sc.ratio if est.synops > 0 else None}
+    checks = {chip: _sanafe_check(est, stats[chip]) for chip, est in estimates.items()}
     energy = Energy(
         baseline=base, run=str(run), model=export.model, baseline_requested=baseline, shortcut=shortcut,
         modes=dict(MODE_TEXT),
@@ -252,6 +264,9 @@ def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
                for chip, est in estimates.items()},
         other_baselines=_other_baselines(work, base.profile, estimates))
     energy.baseline.notes = notes + energy.baseline.notes
+    for chip, found in checks.items():
+        if found is not None:
+            setattr(energy.chips[chip], "sanafe_check", found)  # an extra key of the chip's entry
     out = run / "report"
     write_json_atomic(out / "energy.json", energy)
     write_text_atomic(out / "energy.md", render_markdown(energy, profiles, stats))
@@ -386,6 +401,21 @@ def _other_rows(energy: Energy) -> list[str]:
     return lines
 
 
+def _sanafe_lines(c: ChipEnergy) -> list[str]:
+    sf = (c.model_extra or {}).get("sanafe_check")
+    if not sf:
+        return []
+    if "skipped" in sf:
+        return ["", f"SANA-FE cross-check skipped: {sf['skipped']}."]
+    t = sf["terms"]
+    return ["", f"SANA-FE cross-check ({sf['label']}; {sf['source']}): dynamic "
+                f"{fmt_j(sf['dynamic_joules'])} (synapses {fmt_j(t['synapses'])}, neurons {fmt_j(t['neurons'])}, "
+                f"spikes {fmt_j(t['spikes'])}), **{sf['ratio_to_report_dynamic']:.3g}x** the dynamic energy above; "
+                f"chip time about {_secs(sf['step_time_s'])} a step (events' latencies spread evenly over "
+                f"{c.cores_used} cores, plus barrier sync: a lower bound) against the profile's "
+                f"{_secs(c.latency_s / c.timesteps if c.latency_s and c.timesteps else None)}."]
+
+
 def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[str, Stats]) -> str:
     b = energy.baseline
     lines = [f"# Energy report: {energy.run} ({energy.model})", "",
@@ -461,6 +491,7 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
                   "", "| figure | value (SI) | kind | source |", "|---|---|---|---|", *_figure_rows(c.figures)]
         if c.notes:
             lines += ["", "Approximations and notes:", *[f"- {n}" for n in c.notes]]
+        lines += _sanafe_lines(c)
 
     sc = energy.shortcut or {}
     if sc:
