@@ -450,16 +450,35 @@ def baseline_modes(est: BaselineEstimate, profile: Profile, real_s: float) -> Ba
     return BaselineModes(sensor, points[0], best, [idle, *timing], notes)
 
 
-def measured_modes(jpi: float, idle_w: float, batch: int, inferences: int, duration_s: float,
-                   real_s: float) -> BaselineModes:
-    """Both modes from an NVML measurement at one batch size: throughput is what the counter
-    saw (dynamic + idle over the run); sensor-paced charges the measured idle power over each
-    sample's real duration (the dynamic part measured at ``batch``, a lower bound for batch 1)."""
-    per_inf = duration_s / inferences
-    tp = ModeEnergy("throughput", jpi, idle_w * per_inf, per_inf, per_inf * batch, 1.0 / per_inf, batch)
-    sensor = ModeEnergy("sensor_paced", jpi, idle_w * real_s, real_s, real_s + per_inf * batch, 1.0 / real_s)
-    return BaselineModes(sensor, tp, tp, [], [f"dynamic energy measured at batch {batch}; at batch 1 it is higher, "
-                                              "so the sensor-paced baseline is a lower bound"])
+@dataclass(frozen=True)
+class MeasuredRun:
+    """What an NVML measurement of the twin at one batch size saw (deploy/gpu_energy.py)."""
+
+    joules_per_inference: float  # dynamic: idle power x time subtracted
+    idle_power_w: float
+    batch: int
+    inferences: int
+    duration_s: float
+
+    def point(self, mode: str = "throughput") -> ModeEnergy:
+        per_inf = self.duration_s / self.inferences
+        return ModeEnergy(mode, self.joules_per_inference, self.idle_power_w * per_inf, per_inf,
+                          per_inf * self.batch, 1.0 / per_inf, self.batch)
+
+
+def measured_modes(best: MeasuredRun, real_s: float, batch_1: MeasuredRun | None = None) -> BaselineModes:
+    """Both modes from NVML measurements: throughput is what the counter saw at the larger batch
+    (dynamic + idle over the run); sensor-paced charges the measured idle power over each sample's
+    real duration on top of the batch-1 dynamic energy (the larger batch's, a lower bound, when no
+    batch-1 run was measured)."""
+    one = batch_1 or best
+    t1 = one.duration_s / one.inferences * one.batch
+    period = max(real_s, t1)
+    sensor = ModeEnergy("sensor_paced", one.joules_per_inference, best.idle_power_w * period, period,
+                        real_s + t1, 1.0 / period)
+    notes = [] if batch_1 else [f"dynamic energy measured at batch {best.batch} only; at batch 1 it is higher, "
+                                "so the sensor-paced baseline is a lower bound"]
+    return BaselineModes(sensor, one.point(), best.point(), [], notes)
 
 
 def ann_workload_from_onnx(onnx_path: str | Path, macs: float) -> AnnWorkload:

@@ -266,3 +266,18 @@ def test_shipped_baselines_give_both_modes():
             assert modes.batch_1.latency_s > 0 and modes.sensor_paced.static_j > 0
         fig = prof.figure("energy", "idle_power")
         assert fig.kind in ("published", "estimate", "measured") and len(fig.source) > 10
+
+
+def test_measured_modes_by_hand():
+    from spikeport.deploy.energy import MeasuredRun, measured_modes
+
+    big = MeasuredRun(joules_per_inference=1e-4, idle_power_w=50.0, batch=64, inferences=64000, duration_s=2.0)
+    one = MeasuredRun(joules_per_inference=4e-4, idle_power_w=50.0, batch=1, inferences=20000, duration_s=2.0)
+    modes = measured_modes(big, real_s=0.025, batch_1=one)
+    # throughput: dynamic + idle x (2 s / 64000 inferences)
+    assert modes.best.joules == pytest.approx(1e-4 + 50 * 2.0 / 64000) and modes.best.batch == 64
+    # sensor-paced: batch-1 dynamic + idle over the 25 ms sample (one batch-1 run takes 100 us)
+    assert modes.sensor_paced.joules == pytest.approx(4e-4 + 50 * 0.025)
+    assert modes.sensor_paced.latency_s == pytest.approx(0.025 + 2.0 / 20000)
+    assert not modes.notes
+    assert measured_modes(big, real_s=0.025).notes  # without a batch-1 run: a lower bound, said so

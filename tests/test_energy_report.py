@@ -188,7 +188,7 @@ def test_measured_path_with_a_stand_in_counter(tmp_path, monkeypatch):
     assert m.joules_per_inference == pytest.approx(0.02 / 32, rel=0.25)
     assert m.inferences == 32 * (fake.batches - 10)  # ten warm-up batches not counted
 
-    monkeypatch.setattr(gpu_energy, "measure_ann_energy", lambda run: m)
+    monkeypatch.setattr(gpu_energy, "measure_ann_energy", lambda run, **kw: m)
     run = make_run(tmp_path / "r")
     energy = report_run(run, ["speck"], "gpu-measured")
     assert energy.baseline.profile == "gpu-measured" and energy.baseline.kind == "measured"
