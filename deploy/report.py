@@ -38,7 +38,8 @@ MODE_TEXT = {
                   "for the time the work takes; the chip one sample at a time at its profile's speed, the "
                   "baseline at the batch size that spends least (batch 1 shown beside it)",
     "top_level": "the top-level joules_per_inference, terms and ratio_vs_baseline of each entry are the "
-                 "sensor-paced mode",
+                 "sensor-paced mode (reports before the two modes compared the chip's sensor-paced energy with "
+                 "the baseline's dynamic energy alone, no idle power: one-sided)",
 }
 
 INCLUDES_EXCLUDES = """\
