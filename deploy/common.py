@@ -36,3 +36,4 @@ class DeployInput:
     engine: str                    # lava | fast | sinabs
     conventions: Conventions | None = None  # the producer's neuron conventions (None: NIR's literal reading)
     step_s: float | None = None    # real time one step lasts (the bin width); None: dt
+    netx_file: Path | None = None  # an imported lava-dl network: the Loihi target runs this file as it is

@@ -70,6 +70,8 @@ def run_layer(layer: Layer, x: torch.Tensor, conv: Conventions) -> tuple[torch.T
     if layer.delay is not None and np.any(layer.delay):
         x = _delayed(x, layer.delay)
     syn = _synaptic(layer, x.reshape(t * n, *x.shape[2:])).reshape(t, n, *layer.output_shape)
+    if layer.delay_out is not None and np.any(layer.delay_out):
+        syn = _delayed(syn, layer.delay_out)
     shape = layer.output_shape
     bias = _per_channel(layer.bias, shape)
     cbias = _per_channel(layer.current_bias, shape)

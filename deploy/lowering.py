@@ -4,7 +4,7 @@ A lowered *layer* is one synapse block (a convolution or a dense matrix, optiona
 before it and a recurrent dense block from its own neurons) followed by one population of
 neurons, in discrete time with the graph's dt::
 
-    i[t] = alpha * i[t-1] + W pool(x[t - delay]) + W_rec s[t-1] + current_bias
+    i[t] = alpha * i[t-1] + D_out[W pool(x[t - delay])] + W_rec s[t-1] + current_bias   (D_out: delay_out)
     v[t] = beta * v[t-1] + i[t] + bias            (reset: v = 0, or v -= threshold, where it spiked)
     s[t] = v[t] > threshold                       (no spikes for a membrane readout: LI, CubaLI)
 
@@ -122,6 +122,7 @@ class Layer:
     current_bias: np.ndarray | None = None  # [Cout] per step into the current (CubaLIF with alpha > 0)
     pool: Pool | None = None       # pooling before the synapses (None once folded)
     delay: np.ndarray | None = None  # int steps per input element (NIR Delay before the synapses)
+    delay_out: np.ndarray | None = None  # int steps per output element (NIR Delay between weights and neurons)
     nodes: list[str] = field(default_factory=list)  # every NIR node lowered into this layer
 
     @property
@@ -382,6 +383,19 @@ def _synapse(name: str, node: nir.NIRNode, shape: tuple[int, ...], flatten: bool
     return "dense", w, bias, (w.shape[0],), {}
 
 
+def _delay_steps(name: str, node: nir.Delay, dt: float, shape: tuple[int, ...]) -> np.ndarray:
+    """A NIR Delay (seconds per element) as whole steps of dt over ``shape``."""
+    d = _arr(node.delay)
+    steps = np.round(d / dt)
+    if np.any(np.abs(steps * dt - d) > 1e-6 * max(dt, 1e-12)) or np.any(steps < 0):
+        raise UnsupportedNodeError(f"NIR node '{name}': delays {d.min():g}..{d.max():g} s are not whole "
+                                   f"non-negative multiples of dt = {dt:g} s")
+    try:
+        return np.broadcast_to(steps, shape).astype(np.int64).copy()
+    except ValueError:
+        raise UnsupportedNodeError(f"NIR node '{name}': {d.size} delays for a layer of shape {list(shape)}") from None
+
+
 def _make_layer(name: str, node: nir.NIRNode, pending: list[str], nodes: dict, shape: tuple[int, ...],
                 dt: float) -> Layer:
     weights = [p for p in pending if isinstance(nodes[p], WEIGHT_TYPES)]
@@ -404,18 +418,16 @@ def _make_layer(name: str, node: nir.NIRNode, pending: list[str], nodes: dict, s
                 raise UnsupportedNodeError(f"NIR node '{p}': two pooling nodes in a row are not lowered")
             pool = _pool(p, pn)
         elif isinstance(pn, nir.Delay):
-            d = _arr(pn.delay)
-            steps = np.round(d / dt)
-            if np.any(np.abs(steps * dt - d) > 1e-6 * max(dt, 1e-12)) or np.any(steps < 0):
-                raise UnsupportedNodeError(f"NIR node '{p}': delays {d.min():g}..{d.max():g} s are not whole "
-                                           f"non-negative multiples of dt = {dt:g} s")
-            delay = np.broadcast_to(steps, in_shape).astype(np.int64).copy()
+            delay = _delay_steps(p, pn, dt, in_shape)
         elif isinstance(pn, nir.Scale):
             raise UnsupportedNodeError(f"NIR node '{p}': Scale before the weights of '{wname}' scales inputs "
                                        f"element-wise, which a chip's spikes cannot carry (a Scale after the "
                                        f"weights folds into them)")
+    delay_out_node = None
     for p in after:
-        if isinstance(nodes[p], nir.Scale):
+        if isinstance(nodes[p], nir.Delay) and delay_out_node is None:
+            delay_out_node = p
+        elif isinstance(nodes[p], nir.Scale):
             if scale_after is not None:
                 raise UnsupportedNodeError(f"NIR node '{p}': two Scale nodes after '{wname}'")
             scale_after = p
@@ -424,6 +436,7 @@ def _make_layer(name: str, node: nir.NIRNode, pending: list[str], nodes: dict, s
                                        f"neuron '{name}' is not lowered (pool before the weight layer instead)")
     syn_shape = pool.out_shape(shape) if pool else shape
     kind, w, bias, out_shape, geo = _synapse(wname, nodes[wname], syn_shape, flatten)
+    delay_out = _delay_steps(delay_out_node, nodes[delay_out_node], dt, out_shape) if delay_out_node else None
     if scale_after is not None:  # y = s * (W x + b): folds exactly into the weights
         s = _per_channel(_arr(nodes[scale_after].scale), out_shape)
         if s is None:
@@ -475,7 +488,8 @@ def _make_layer(name: str, node: nir.NIRNode, pending: list[str], nodes: dict, s
                   weight=w, bias=b if np.any(b != 0) else None, beta=beta, alpha=alpha,
                   threshold=theta if spiking else float("inf"), flatten_before=flatten and kind == "dense",
                   notes=notes, neuron_type=type(node).__name__, readout="spikes" if spiking else "membrane",
-                  current_bias=current_bias, pool=pool, delay=delay, nodes=[*pending, name])
+                  current_bias=current_bias, pool=pool, delay=delay, delay_out=delay_out,
+                  nodes=[*pending, name])
     if kind == "dense" and len(syn_shape) > 1:
         layer.flatten_before = True
     if kind == "conv":
@@ -621,7 +635,8 @@ def check_features(graph: LayerGraph, features: LayerFeatures) -> None:
         if layer.rec_weight is not None and not features.recurrence:
             raise UnsupportedNodeError(f"{t} cannot run recurrent layer '{layer.name}' (cycle {layer.name} -> "
                                        f"{layer.rec_synapse} -> {layer.name}): {why.get('recurrence', 'no recurrence')}")
-        if layer.delay is not None and np.any(layer.delay) and not features.delays:
+        delays = [d for d in (layer.delay, layer.delay_out) if d is not None and np.any(d)]
+        if delays and not features.delays:
             raise no("Delay", "synaptic delays")
         if not layer.spiking and not features.membrane_readout:
             raise no("membrane", "a non-spiking membrane readout")

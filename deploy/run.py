@@ -69,7 +69,8 @@ def _imported_input(run_dir: Path, info: ExportInfo, graph: nir.NIRGraph, target
         y = float_preds.clone()
     return DeployInput(graph=graph, dt=imp.dt, timesteps=int(x.shape[1]), inputs=x, labels=y,
                        float_predictions=float_preds, host=None, out_dir=run_dir / "deploy" / target,
-                       target=target, engine=engine, conventions=conventions, step_s=imp.step_s)
+                       target=target, engine=engine, conventions=conventions, step_s=imp.step_s,
+                       netx_file=run_dir / "export" / imp.netx_file if imp.netx_file else None)
 
 
 def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | None,

@@ -34,6 +34,7 @@ from spikeport.schemas import AnnExport, ExportInfo, ImportInfo, Partition, Veri
 NIR_FILE = "model.nir"
 ONNX_FILE = "ann.onnx"
 INPUTS_FILE = "inputs.npz"
+NETX_FILE = "model.net"
 NETX_SUFFIXES = (".net", ".h5", ".hdf5")
 DEFAULT_STEP_S = 1e-3
 
@@ -282,6 +283,8 @@ def import_network(file: str | Path, out: str | Path, *, dataset: str | None = N
         write_nir(graph, stage / NIR_FILE)
         if inputs is not None:
             shutil.copyfile(inputs, stage / INPUTS_FILE)
+        if kind == "lava-dl netx":
+            shutil.copyfile(file, stage / NETX_FILE)
         write_json_atomic(stage / "partition.json", Partition(chip_outputs=[t.name for t in lowered.taps], host=[]))
         from spikeport.export.onnx_twin import ann_summary
         frames = x[:probe].sum(1)
@@ -290,6 +293,7 @@ def import_network(file: str | Path, out: str | Path, *, dataset: str | None = N
             file=str(file.resolve()), format=kind, producer=prod.name if prod else None, dt=gdt, dt_source=dt_source,
             step_s=step_s, step_source=step_source, conventions=conventions.to_dict(),
             inputs_file=INPUTS_FILE if inputs is not None else None, dataset=dataset,
+            netx_file=NETX_FILE if kind == "lava-dl netx" else None,
             root=str(Path(root).resolve()) if root is not None else None, timesteps=steps,
             bin_ms=step_s * 1e3, warnings=notes)
         verification = Verification(runtime="spikeport float runtime (the lowered graph in float64)",

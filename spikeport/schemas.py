@@ -73,6 +73,7 @@ class ImportInfo(_Strict):
     step_source: str
     conventions: dict = {}           # reset, spikes per step, membrane floor, fire at threshold
     inputs_file: str | None = None   # a copy of --inputs beside export.json
+    netx_file: str | None = None     # a copy of the imported lava-dl network (the Loihi target runs it)
     dataset: str | None = None
     root: str | None = None
     timesteps: int = Field(ge=1)

@@ -311,3 +311,67 @@ def test_cli_import_error_is_one_line_and_exit_code_non_zero(tmp_path, good):
     assert not (tmp_path / "run" / "export").exists()
     with pytest.raises(SpikeportError, match="exactly one of --dataset"):
         import_network(nir_file, tmp_path / "run")
+
+
+# ---------------------------------------------------------------- netx in ----------------------
+def _netx_file(tmp_path: Path, delays: bool = True) -> Path:
+    """A lava-dl netx network with CUBA neurons, a recurrent layer and axonal delays, written in
+    netx's format (the format lava-dl's own reader loads, tests/test_loihi_target.py)."""
+    from spikeport.deploy.loihi.netx_writer import write_netx
+    from spikeport.deploy.loihi.quantize import quantize
+    from spikeport.deploy.loihi.target import loihi_layers
+    rng = np.random.default_rng(5)
+    def cuba(n, alpha, beta):
+        ts, tm = 1 / (1 - alpha), 1 / (1 - beta)
+        return nir.CubaLIF(tau_syn=np.full(n, ts), tau_mem=np.full(n, tm), r=np.full(n, tm), v_leak=np.zeros(n),
+                           v_threshold=np.ones(n), w_in=np.full(n, ts))
+    nodes = {"input": nir.Input(np.array([10])),
+             "fc1": nir.Affine(weight=rng.normal(0.1, 0.5, (8, 10)), bias=np.zeros(8)), "lif1": cuba(8, 0.5, 0.75),
+             "rec1": nir.Linear(weight=rng.normal(0, 0.3, (8, 8))),
+             "fc2": nir.Linear(weight=rng.normal(0.1, 0.6, (3, 8))), "lif2": cuba(3, 0.5, 0.875),
+             "output": nir.Output(np.array([3]))}
+    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "rec1"), ("rec1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"),
+             ("lif2", "output")]
+    net = quantize(loihi_layers(lower(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), 1.0)))
+    if delays:
+        net.layers[1].delay = np.array([0, 2, 5])  # netx axonal delays, one per output neuron
+    return write_netx(net, tmp_path / "lavadl.net")
+
+
+def test_netx_network_imports_and_deploys_bit_for_bit_as_its_file_says(tmp_path):
+    from spikeport.deploy.loihi.netx_reader import read_netx
+    from spikeport.deploy.loihi.fast_engine import run_fast
+    net_file = _netx_file(tmp_path)
+    x = spikes(6, (10,), 0.4, seed=11)
+    write_inputs(tmp_path / "in.npz", x, labels=np.arange(6) % 3)
+    info = import_network(net_file, tmp_path / "run", inputs=tmp_path / "in.npz")
+    assert info.imported.format == "lava-dl netx" and info.imported.dt == 1.0
+    graph = nir.read(tmp_path / "run" / "export" / "model.nir")
+    assert any(isinstance(n, nir.Delay) for n in graph.nodes.values())
+    runner = CliRunner()
+    stats = {}
+    for engine in ("fast", "lava"):
+        result = runner.invoke(app, ["deploy", str(tmp_path / "run"), "--target", "loihi2", "--engine", engine])
+        assert result.exit_code == 0, result.output
+        stats[engine] = read_json_model(tmp_path / "run" / "deploy" / "loihi2" / "stats.json", Stats)
+    assert [la.spikes for la in stats["fast"].layers] == [la.spikes for la in stats["lava"].layers]
+    # the deployed network is the file's integers, not a re-quantisation of its float view
+    direct = run_fast(read_netx(net_file).net, x)
+    assert stats["fast"].layers[-1].spikes == float(direct.output.sum())
+    assert stats["fast"].agreement_with_float >= 0.5
+    # Speck has no current memory: the CUBA layers are refused by name
+    result = runner.invoke(app, ["deploy", str(tmp_path / "run"), "--target", "speck"])
+    assert result.exit_code != 0 and "(CubaLIF): a synaptic current state" in result.output
+
+
+def test_lava_dl_netx_files_that_nir_cannot_carry_are_refused_by_name(tmp_path):
+    import lava.lib.dl.netx as netx_pkg
+    gts = Path(netx_pkg.__file__).parents[4] / "tests" / "lava" / "lib" / "dl" / "netx"
+    if not (gts / "tiny.net").is_file():
+        pytest.skip(f"lava-dl's netx test networks are not installed under {gts}")
+    npz = write_inputs(tmp_path / "in.npz", spikes(2, (1,), 0.3, seed=1))
+    with pytest.raises(UnsupportedNodeError, match="tiny.net: layer .* input layer with neurons"):
+        import_network(gts / "tiny.net", tmp_path / "run", inputs=npz)
+    with pytest.raises(UnsupportedNodeError, match="ntidigits.*average"):
+        import_network(gts / "gts" / "ntidigits" / "ntidigits.net", tmp_path / "run", inputs=npz)
+    assert not (tmp_path / "run" / "export").exists()

@@ -143,6 +143,10 @@ def run_lava(netx_file: str | Path, inputs: torch.Tensor, layer_names: list[str]
         for k, layer in enumerate(net.layers):
             if hasattr(layer, "synapse_rec"):
                 clear_at.setdefault(k + 1, []).append(layer.synapse_rec.a_buff)
+            if type(getattr(layer, "synapse", None)).__name__ == "DelayDense":
+                # netx's periodic reset leaves the axonal delay buffer alone: the previous sample's
+                # spikes still in flight would land in this one
+                clear_at.setdefault(k, []).append(layer.synapse.a_buff)
         with warnings.catch_warnings():
             # Lava's model search imports every module beside SpikeRecorder's and warns on each
             warnings.filterwarnings("ignore", message="Cannot import module")
@@ -154,7 +158,8 @@ def run_lava(netx_file: str | Path, inputs: torch.Tensor, layer_names: list[str]
                 for i in range(n):
                     done = 0
                     for step in sorted(clear_at):
-                        source.run(condition=RunSteps(num_steps=step - done))
+                        if step > done:
+                            source.run(condition=RunSteps(num_steps=step - done))
                         for var in clear_at[step]:
                             var.set(np.zeros(var.shape, dtype=np.int32))
                         done = step

@@ -71,12 +71,20 @@ def _predict(inp: DeployInput, output_name: str, last_layer: str, out_trains: to
 
 def prepare(inp: DeployInput, profile: Profile) -> tuple[LayerGraph, QuantNet, torch.Tensor, int]:
     """(layer graph, quantised network, inputs cut to T, input message bits): what both engines run."""
-    graph = loihi_layers(lower(inp.graph, inp.dt, inp.conventions))
     x = inp.inputs[:, :inp.timesteps]
     want_bits = input_bits_for(x.numpy())
     max_bits = int(profile.limits["input_message_bits"].si()) if "input_message_bits" in profile.limits else 0
     bits = want_bits if want_bits <= max_bits else 0
-    net = quantize(graph, input_bits=bits)  # warns when it clips
+    if inp.netx_file is not None:
+        # a network imported from lava-dl runs as its netx file says, integers unchanged
+        from spikeport.deploy.loihi.netx_reader import read_netx
+        nx = read_netx(inp.netx_file, input_bits=bits)
+        net = nx.net
+        net.approximations = [*nx.notes, *net.approximations]
+        graph = lower(inp.graph, inp.dt, inp.conventions)
+    else:
+        graph = loihi_layers(lower(inp.graph, inp.dt, inp.conventions))
+        net = quantize(graph, input_bits=bits)  # warns when it clips
     if want_bits > max_bits:
         net.approximations.insert(0, f"input: {int((x > 1).sum())} of {int((x != 0).sum())} input entries carry "
                                      f"counts > 1; {profile.title} takes binary input spikes, so each is sent as one spike")
