@@ -125,16 +125,41 @@ def load_ann_twin(run_dir: Path, spec: dict[str, Any]) -> tuple[nn.Module, bool]
         return None
 
 
-def export_run(run_dir: str | Path, samples: int = 8) -> ExportInfo:
-    """Export runs/X (see module doc); ``samples`` test samples verify the NIR round trip."""
+def run_data(run_dir: Path, spec: dict[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+    """Where and how a run's data are read: ``root`` (given, else the run's config.yaml, else the
+    spec's, else None = the cache), bin width and time steps (the spec's, i.e. the run's preset)."""
+    import yaml
+    recorded: dict[str, Any] = {}
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        try:
+            recorded = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(recorded, dict):
+            recorded = {}
+    if root is None:
+        root = recorded.get("root") or spec.get("root")
+    single = spec.get("modality") in ("visual", "audio")
+    return {"root": Path(root).expanduser() if root is not None else None,
+            "timesteps": int(spec["timesteps"]),
+            "bin_s": float(spec["dt"]) if single else None}
+
+
+def export_run(run_dir: str | Path, samples: int = 8, root: str | Path | None = None) -> ExportInfo:
+    """Export runs/X (see module doc); ``samples`` test samples verify the NIR round trip.
+
+    The data are read where the run was trained (``root`` in its config.yaml), binned as it was
+    (its preset's bin width and time steps), from its test split; ``root`` overrides the folder."""
     from spikeport.data.registry import load_tensors
     from spikeport.train.checkpoint import load_run_model
     run_dir = Path(run_dir)
     model, spec = load_run_model(run_dir)
     dataset = spec["dataset"]
+    data = run_data(run_dir, spec, root)
     if "+" in dataset:  # joint model on two datasets: its chip input is the visual one
         dataset = spec["modalities"]["visual"]["dataset"]
-    x, _ = load_tensors(dataset, "test", timesteps=int(spec["timesteps"]), max_samples=samples,
-                        seed=int(spec.get("seed", 0)))
+    x, _ = load_tensors(dataset, "test", root=data["root"], timesteps=data["timesteps"],
+                        max_samples=samples, seed=int(spec.get("seed", 0)), bin_s=data["bin_s"])
     return export_model(model, spec, x, run_dir / "export", ann=load_ann_twin(run_dir, spec))
 

@@ -57,11 +57,22 @@ def data_info(dataset: str = typer.Option(..., help="dataset name"),
     typer.echo(info(dataset, root=root))
 
 
+def _train_names() -> tuple[str, str, str]:
+    """Model names, dataset names and binning presets, for ``spikeport train --help``."""
+    from spikeport.data.catalog import DATASETS, PRESETS
+    from spikeport.train.models import MODEL_NAMES
+    presets = "; ".join(f"{d}: default | {' | '.join(p)}" for d, p in PRESETS.items())
+    return " | ".join(MODEL_NAMES), " | ".join(DATASETS), presets
+
+
+_MODELS, _DATASETS, _PRESETS = _train_names()
+
+
 @app.command()
 @_user_errors
 def train(
-    model: str = typer.Option(..., help="model name (see `spikeport train --help`)"),
-    dataset: str = typer.Option(..., help="dataset name"),
+    model: str = typer.Option(..., help=f"model name: {_MODELS}"),
+    dataset: str = typer.Option(..., help=f"dataset name: {_DATASETS}"),
     out: Path = typer.Option(..., help="run folder, e.g. runs/X"),
     chip_native: bool = typer.Option(False, "--chip-native", help="chip-native variant (deploys whole)"),
     ann: bool = typer.Option(False, "--ann", help="the ANN twin (ReLU, accumulated frames)"),
@@ -74,21 +85,25 @@ def train(
     max_samples: Optional[int] = typer.Option(None, help="use at most this many training samples"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
     config: Optional[Path] = typer.Option(None, help="YAML config (keys as these options)"),
+    preset: Optional[str] = typer.Option(None, help=f"binning preset (default: the dataset's own); {_PRESETS}"),
+    augment: Optional[int] = typer.Option(None, min=0, help="event-level augmented copies of the training "
+                                                            "split (default: the dataset's; 0: none)"),
 ) -> None:
     """Train a model of the zoo with surrogate gradients; writes model.pt and metrics.json."""
     from spikeport.train.run import train_run
     train_run(model=model, dataset=dataset, out=out, chip_native=chip_native, ann=ann, root=root,
               epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-              max_samples=max_samples, resume=resume, config=config)
+              max_samples=max_samples, resume=resume, config=config, preset=preset, augment=augment)
 
 
 @app.command()
 @_user_errors
 def export(run: Path = typer.Argument(..., help="run folder"),
-           samples: int = typer.Option(8, min=1, help="test samples for the round-trip check")) -> None:
+           samples: int = typer.Option(8, min=1, help="test samples for the round-trip check"),
+           root: Optional[Path] = typer.Option(None, help="dataset folder (default: the one the run recorded)")) -> None:
     """Export a trained run to NIR (+ host part) and its ANN twin to ONNX, verified."""
     from spikeport.export.run import export_run
-    info = export_run(run, samples=samples)
+    info = export_run(run, samples=samples, root=root)
     v = info.verification
     ann = f"; ANN twin {info.ann.macs_onnx} MACs/inference (torch counter {info.ann.macs_torch})" if info.ann else ""
     typer.echo(f"{run / 'export' / info.nir_file}: re-run by {v.runtime} on {v.samples} samples, "

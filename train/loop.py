@@ -68,9 +68,12 @@ def take(x: Inputs, idx: torch.Tensor) -> Inputs:
 
 
 def to_device(x: Inputs, device: torch.device) -> Inputs:
+    """Move a batch to ``device``; integer counts (augmented training data are kept as uint8
+    in memory) become float32."""
     if isinstance(x, tuple):
-        return tuple(t.to(device, non_blocking=True) for t in x)
-    return x.to(device, non_blocking=True)
+        return tuple(to_device(t, device) for t in x)
+    x = x.to(device, non_blocking=True)
+    return x if x.is_floating_point() else x.float()
 
 
 def epoch_schedule(streams: Sequence[Stream], epoch: int, cfg: TrainConfig,

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 import yaml
 
-from spikeport.errors import ArtifactError, ConfigError
+from spikeport.errors import ArtifactError, ConfigError, SpikeportError
 from spikeport.io import write_json_atomic, write_text_atomic
 from spikeport.schemas import Metrics
 from spikeport.train import distributed
@@ -27,6 +27,9 @@ from spikeport.train.models import GAINED_MODELS, build_model, default_spec
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+#: Event-level augmented copies of the training split (0: none) a dataset gets by default with
+#: its default preset; see ``spikeport.data.preprocess.Augment``.
+DEFAULT_AUGMENT: dict[str, int] = {}
 
 
 def resolve_options(cli: dict[str, Any], config: Optional[Path]) -> dict[str, Any]:
@@ -50,9 +53,12 @@ def resolve_options(cli: dict[str, Any], config: Optional[Path]) -> dict[str, An
 
 
 def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
-                  max_samples: Optional[int], seed: int) -> tuple[list[Stream], list[str]]:
-    """The ``(x, y)`` streams of a split: one, or for the joint model a visual and an audio one."""
-    from spikeport.data.registry import load_tensors
+                  max_samples: Optional[int], seed: int, augment: int = 0) -> tuple[list[Stream], list[str]]:
+    """The ``(x, y)`` streams of a split: one, or for the joint model a visual and an audio one.
+
+    Single-modality data are binned at the spec's bin width (``dt``, from the preset); with
+    ``augment`` > 0 the train split gets that many event-level augmented copies appended."""
+    from spikeport.data.registry import augmented_tensors, load_tensors
     if spec["model"] == "joint":
         mods = spec["modalities"]
         if "+" in spec["dataset"]:
@@ -66,11 +72,47 @@ def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
                                        max_samples=max_samples, seed=seed)
             streams = [(xv, y % spec["label_mod"]), (xa, y % spec["label_mod"])]
         return streams, ["visual", "audio"]
+    bin_s = float(spec["dt"]) if spec["modality"] in ("visual", "audio") else None
     x, y = load_tensors(spec["dataset"], split, root=root, timesteps=spec["timesteps"],
-                        max_samples=max_samples, seed=seed)
+                        max_samples=max_samples, seed=seed, bin_s=bin_s)
     if isinstance(x, list):
         x = tuple(x)
+    if augment and split == "train" and isinstance(x, torch.Tensor):
+        xa, ya = augmented_tensors(spec["dataset"], root=root, copies=int(augment),
+                                   timesteps=spec["timesteps"], max_samples=max_samples, seed=seed,
+                                   bin_s=bin_s)
+        # counts stay integer in memory (the loop casts each batch): copies x the split fits
+        x = torch.cat([x.to(xa.dtype), xa])
+        y = torch.cat([y, ya])
     return [(x, y)], [spec["modality"]]
+
+
+def data_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The data choices of a run: preset (binning), timesteps, bin width, augmentation copies,
+    with the dataset's defaults filled in (``spikeport.data.registry``)."""
+    from spikeport.data.registry import DATASETS, preset
+    dataset = opts["dataset"]
+    name = opts.get("preset") or "default"
+    if "+" in dataset or dataset not in DATASETS or DATASETS[dataset].modality == "audiovisual":
+        if name != "default":
+            raise ConfigError(f"preset: only single-modality datasets have presets, not {dataset!r}")
+        return {"preset": name, "augment": 0}
+    try:
+        timesteps, bin_s = preset(dataset, name)
+    except SpikeportError as exc:
+        raise ConfigError(str(exc)) from None
+    if opts.get("timesteps") is not None:
+        timesteps = int(opts["timesteps"])
+    if opts.get("bin_s") is not None:
+        if not isinstance(opts["bin_s"], (int, float)) or isinstance(opts["bin_s"], bool) or not opts["bin_s"] > 0:
+            raise ConfigError(f"bin_s: must be a number of seconds > 0, got {opts['bin_s']!r}")
+        bin_s = float(opts["bin_s"])
+    augment = opts.get("augment")
+    if augment is None:
+        augment = DEFAULT_AUGMENT.get(dataset, 0) if name == "default" else 0
+    if not isinstance(augment, int) or isinstance(augment, bool) or augment < 0:
+        raise ConfigError(f"augment: must be an integer >= 0 (augmented copies), got {augment!r}")
+    return {"preset": name, "timesteps": int(timesteps), "bin_s": float(bin_s), "augment": int(augment)}
 
 
 def _train_config(opts: dict[str, Any]) -> TrainConfig:
@@ -111,6 +153,8 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
                max_samples=max_samples, **extra)
     opts = resolve_options(cli, config)
     out = Path(opts["out"])
+    if opts.get("root") is not None:  # recorded absolute, so later stages find it from anywhere
+        opts["root"] = str(Path(opts["root"]).expanduser().resolve())
     root = Path(opts["root"]) if opts.get("root") is not None else None
     if opts.get("max_samples") is not None and (not isinstance(opts["max_samples"], int) or opts["max_samples"] < 1):
         raise ConfigError(f"max_samples: must be an integer >= 1, got {opts['max_samples']!r}")
@@ -129,23 +173,47 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
         previous = out / CONFIG_FILE
         if previous.is_file():
             saved = yaml.safe_load(previous.read_text()) or {}
-            for key in ("max_samples", "root"):
+            for key in ("max_samples", "root", "augment", "preset"):
                 if opts.get(key) is None and saved.get(key) is not None:
                     opts[key] = saved[key]
             root = Path(opts["root"]) if opts.get("root") is not None else None
         cfg = TrainConfig.from_dict({**state["config"], "device": opts.get("device"),
                                      "progress": opts.get("progress")})
+        opts["augment"] = int(opts.get("augment") or 0)
     else:
         cfg = _train_config(opts)
+        data = data_options(opts)
+        opts["preset"], opts["augment"] = data["preset"], data["augment"]
         spec = default_spec(opts["model"], opts["dataset"], bool(opts.get("chip_native")),
-                            bool(opts.get("ann")), seed=cfg.seed, timesteps=opts.get("timesteps"),
+                            bool(opts.get("ann")), seed=cfg.seed,
+                            timesteps=data.get("timesteps", opts.get("timesteps")),
                             width=opts.get("width", "small"), beta=opts.get("beta"))
+        if "bin_s" in data:
+            spec["dt"] = data["bin_s"]   # seconds a bin: the data's and the neurons' step
+        spec["preset"] = data["preset"]
+        if root is not None:
+            # the data's folder travels with the model, so export and deploy read the same data
+            spec["root"] = str(root)
 
     ctx = distributed.init_from_env(cfg.device)
     try:
         return _train(spec, cfg, opts, out, root, ctx, state)
     finally:
         distributed.shutdown(ctx)
+
+
+def _data_record(spec: dict[str, Any], opts: dict[str, Any], root: Optional[Path], seed: int) -> dict[str, Any]:
+    """What the run's data were: preset, bins, augmentation, root and the split scheme."""
+    from spikeport.data.registry import split_scheme
+    record: dict[str, Any] = {"preset": spec.get("preset", "default"), "timesteps": int(spec["timesteps"]),
+                              "bin_s": float(spec["dt"]), "augment": int(opts.get("augment") or 0),
+                              "root": str(root) if root is not None else None}
+    if "+" not in spec["dataset"]:
+        try:
+            record["split"] = split_scheme(spec["dataset"], root, seed)
+        except SpikeportError:
+            record["split"] = None
+    return record
 
 
 def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Path, root: Optional[Path],
@@ -155,7 +223,8 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
     # Rank 0 loads first: an embedded dataset missing from the cache is generated once, not per rank.
     if not ctx.is_main:
         ctx.barrier()
-    train, names = _load_streams(spec, "train", root, max_samples, cfg.seed)
+    augment = int(opts.get("augment") or 0)
+    train, names = _load_streams(spec, "train", root, max_samples, cfg.seed, augment=augment)
     val, _ = _load_streams(spec, "val", root, None, cfg.seed)
     test, _ = _load_streams(spec, "test", root, None, cfg.seed)
     if ctx.is_main:
@@ -165,6 +234,7 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
         resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
         resolved.update(cfg.to_dict())
         resolved["timesteps"] = spec["timesteps"]
+        resolved.update(_data_record(spec, opts, root, cfg.seed))
         write_text_atomic(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed only
@@ -190,6 +260,7 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
                       best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy,
                       stopped_early=result.stopped_early, chip_native=spec["chip_native"], ann=spec["ann"],
                       world_size=ctx.world_size, mixed_precision=amp, config=cfg.to_dict(),
+                      data=_data_record(spec, opts, root, cfg.seed),
                       **{f"test_{k}": v for k, v in test_eval.items() if k.startswith("accuracy_")})
     if ctx.is_main:
         save_checkpoint(out / MODEL_FILE, model_payload(

@@ -3,7 +3,11 @@
 ``load_tensors(name, split)`` returns ``(x, y)``: ``x`` float32 ``[N, T, *input_shape]`` spike
 counts per bin, ``y`` int64 ``[N]``; for ``av-digits`` ``x`` is ``(x_visual, x_audio)``.
 Splits: ``train`` and ``test`` are the dataset's own; ``val`` is a seeded 10% slice of the train
-split (the rest is ``train``; SSC uses its official valid file). Embedded datasets are generated
+split (the rest is ``train``; SSC uses its official valid file). Real N-MNIST with only a
+``Train`` folder (e.g. a subset of the official training set) is split by a fixed hold-out:
+``test`` is a seeded 20% of the files (seed ``HOLDOUT_SEED``, independent of the training seed,
+so every run and every stage scores the same recordings), ``val`` a seeded 10% of the rest and
+``train`` the remainder; ``split_scheme`` describes which split a root gets. Embedded datasets are generated
 into the cache at first use (with generation seed 0; ``seed`` here only picks the val slice and
 the ``max_samples`` subset). Binned frames are cached, keyed by the files, preprocessing, T and
 selected samples. See ``spikeport.data.preprocess`` for the binning choices.
@@ -12,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -26,58 +28,37 @@ from spikeport.errors import DataError
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.1
 FRAMES_VERSION = 1
+#: Real N-MNIST without a Test folder: the fraction of the Train files held out as ``test``, and
+#: the fixed seed that picks them (not the training seed: the hold-out never moves).
+HOLDOUT_FRACTION = 0.2
+HOLDOUT_SEED = 0
 
 
-@dataclass(frozen=True)
-class DatasetMeta:
-    name: str
-    modality: str                       # "visual" | "audio" | "audiovisual"
-    input_shape: list[int]              # per time step (audiovisual: the visual shape)
-    num_classes: int
-    timesteps: int                      # default T
-    dt: float                           # seconds a bin (audiovisual: the visual stream's)
-    input_shapes: Optional[list[list[int]]] = None   # audiovisual: [visual, audio]
-    dts: Optional[list[float]] = None                # audiovisual: [visual, audio]
-    embedded: bool = False
-    family: str = ""                    # tonic reader: NMNIST | SHD | SSC | DVSGesture
-    denoise_us: Optional[int] = None
-    description: str = ""
-
-
-DATASETS: dict[str, DatasetMeta] = {
-    "nmnist-embedded": DatasetMeta(
-        "nmnist-embedded", "visual", [2, 34, 34], 10, 25, 0.012, embedded=True, family="NMNIST",
-        denoise_us=10_000, description="scikit-learn digits as N-MNIST-like event recordings "
-        "(3 saccades, 300 ms, 34x34x2), N-MNIST file format"),
-    "shd-embedded": DatasetMeta(
-        "shd-embedded", "audio", [700], 20, 100, 0.010, embedded=True, family="SHD",
-        description="spoken digits 0-9 in English and German (espeak-ng voices) through a "
-        "700-channel cochlear model, SHD HDF5 format; test voices unseen in training"),
-    "av-digits": DatasetMeta(
-        "av-digits", "audiovisual", [2, 34, 34], 10, 25, 0.012, input_shapes=[[2, 34, 34], [700]],
-        dts=[0.012, 0.040], embedded=True, family="NMNIST+SHD",
-        description="pairs (nmnist-embedded sample, English shd-embedded sample) of the same "
-        "digit 0-9; T bins of 12 ms (visual) and 40 ms (audio)"),
-    "nmnist": DatasetMeta(
-        "nmnist", "visual", [2, 34, 34], 10, 25, 0.001, family="NMNIST", denoise_us=10_000,
-        description="N-MNIST (real), first 25 ms in 1 ms bins as seed A"),
-    "shd": DatasetMeta("shd", "audio", [700], 20, 100, 0.010, family="SHD",
-                       description="Spiking Heidelberg Digits (real)"),
-    "ssc": DatasetMeta("ssc", "audio", [700], 35, 100, 0.010, family="SSC",
-                       description="Spiking Speech Commands (real)"),
-    "dvsgesture": DatasetMeta(
-        "dvsgesture", "visual", [2, 128, 128], 11, 30, 0.050, family="DVSGesture",
-        denoise_us=10_000, description="IBM DVS Gesture (tonic's release, real)"),
-}
-
-SENSORS = {"NMNIST": (34, 34, 2), "SHD": (700, 1, 1), "SSC": (700, 1, 1),
-           "DVSGesture": (128, 128, 2)}
+from spikeport.data.catalog import DATASETS, PRESETS, SENSORS, DatasetMeta  # noqa: E402,F401 (re-exported)
 
 
 def meta(name: str) -> DatasetMeta:
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
     return DATASETS[name]
+
+
+def preset_names(name: str) -> list[str]:
+    """The binning presets of a dataset: always "default", plus its named ones."""
+    return ["default", *PRESETS.get(name, {})]
+
+
+def preset(name: str, preset_name: str | None = None) -> tuple[int, float]:
+    """(timesteps, bin width in seconds) of a dataset's binning preset (None: "default")."""
+    m = meta(name)
+    if preset_name in (None, "default"):
+        return int(m.timesteps), float(m.dt)
+    presets = PRESETS.get(name, {})
+    if preset_name not in presets:
+        raise DataError(f"preset: dataset '{name}' has no preset '{preset_name}' "
+                        f"(presets: {', '.join(preset_names(name))})")
+    t, dt = presets[preset_name]
+    return int(t), float(dt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,16 +138,56 @@ def _family_split(m: DatasetMeta, split: str) -> str:
     return split
 
 
+def _uses_holdout(m: DatasetMeta, root: Path) -> bool:
+    """Real N-MNIST with a Train folder and no Test folder: test is a fixed hold-out of Train."""
+    from spikeport.data import nmnist
+    return (m.family == "NMNIST" and not m.embedded and nmnist.split_folder(root, "train").is_dir()
+            and not nmnist.split_folder(root, "test").is_dir())
+
+
+def holdout_indices(n: int) -> np.ndarray:
+    """The sorted indices (into the Train files, tonic's order) held out as ``test``: a fixed
+    seeded ``HOLDOUT_FRACTION`` of ``n`` (seed ``HOLDOUT_SEED``)."""
+    if n < 2:
+        return np.zeros(0, dtype=np.int64)
+    perm = np.random.default_rng(np.random.SeedSequence([HOLDOUT_SEED, 13])).permutation(n)
+    return np.sort(perm[: max(1, int(round(n * HOLDOUT_FRACTION)))])
+
+
+def split_scheme(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> dict:
+    """How ``name`` under ``root`` is split into train / val / test (for the run's records)."""
+    m = meta(name)
+    path = _root(name, root)
+    if name != "av-digits" and _uses_holdout(m, path):
+        sources.open_split.cache_clear()
+        n = len(sources.labels(m.family, str(path), "train"))
+        n_test = len(holdout_indices(n))
+        n_rest = n - n_test
+        n_val = max(1, int(round(n_rest * VAL_FRACTION))) if n_rest > 1 else 0
+        return {"scheme": "holdout", "file_split": "train", "files": n,
+                "test": n_test, "val": n_val, "train": n_rest - n_val,
+                "test_fraction": HOLDOUT_FRACTION, "holdout_seed": HOLDOUT_SEED,
+                "val_fraction": VAL_FRACTION, "val_seed": int(seed),
+                "note": "test = a fixed seeded hold-out of the Train files (no Test folder); "
+                        "val = a seeded slice of the rest (early stopping); train = the remainder"}
+    return {"scheme": "official", "test": "the dataset's own test split",
+            "val_fraction": VAL_FRACTION, "val_seed": int(seed)}
+
+
 def _select(m: DatasetMeta, root: Path, split: str, seed: int,
             max_samples: int | None) -> tuple[str, np.ndarray, np.ndarray]:
     """(file split, indices, labels) of the requested split, seeded val slice and subset."""
-    fsplit = _family_split(m, split)
+    holdout = _uses_holdout(m, root)
+    fsplit = "train" if holdout else _family_split(m, split)
     y_all = sources.labels(m.family, str(root), fsplit)
     idx = np.arange(len(y_all))
+    if holdout:
+        held = holdout_indices(len(idx))
+        idx = held if split == "test" else np.setdiff1d(idx, held)
     if fsplit == "train" and split in ("train", "val"):
         perm = np.random.default_rng(np.random.SeedSequence([seed, 11])).permutation(len(idx))
         n_val = max(1, int(round(len(idx) * VAL_FRACTION))) if len(idx) > 1 else 0
-        idx = np.sort(perm[:n_val] if split == "val" else perm[n_val:])
+        idx = np.sort(idx[perm[:n_val]] if split == "val" else idx[perm[n_val:]])
     if max_samples is not None and max_samples < len(idx):
         pick = np.random.default_rng(np.random.SeedSequence([seed, 12])).permutation(len(idx))
         idx = np.sort(idx[pick[:max_samples]])
@@ -174,8 +195,11 @@ def _select(m: DatasetMeta, root: Path, split: str, seed: int,
 
 
 def _bin_one(job: tuple) -> np.ndarray:
-    family, root, fsplit, index, prep = job
+    family, root, fsplit, index, prep = job[:5]
     events, _ = sources.read(family, root, fsplit, index)
+    if len(job) > 5:  # (augment, seed): an augmented copy
+        augment, seed = job[5:]
+        events = augment.apply(events, prep.sensor_size, seed)
     return prep(events)
 
 
@@ -198,6 +222,43 @@ def _frames(m: DatasetMeta, root: Path, split: str, prep: preprocess.Preprocess,
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     cache.save_frames(key, x, yt)
     return x.float(), yt
+
+
+def augmented_tensors(name: str, root: str | os.PathLike | None = None, copies: int = 1,
+                      augment: preprocess.Augment | None = None, timesteps: int | None = None,
+                      max_samples: int | None = None, seed: int = 0, progress: bool = True,
+                      bin_s: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``copies`` event-level augmented copies of the ``train`` split (``preprocess.Augment``,
+    then the same binning as ``load_tensors``): ``(x, y)`` with ``x`` uint8/int16 counts
+    ``[copies * N, T, ...]`` (copy-major), cached like the plain frames. Training only: the
+    val and test splits are never augmented."""
+    m = meta(name)
+    if m.modality not in ("visual", "audio") or name == "av-digits":
+        raise DataError(f"augmentation: only single-modality event datasets, not '{name}'")
+    if copies < 1:
+        raise DataError(f"augmentation: copies must be at least 1 (got {copies})")
+    augment = augment or preprocess.Augment()
+    path = _ensure(name, root)
+    sources.open_split.cache_clear()
+    prep = preprocessing(name, timesteps, bin_s)
+    fsplit, idx, y = _select(m, path, "train", seed, max_samples)
+    key = {"dataset": m.name, "split": "train-augmented", "family": m.family, "root": str(path),
+           "file_split": fsplit, "version": FRAMES_VERSION, "prep": prep.key(),
+           "augment": augment.key(), "copies": int(copies), "seed": int(seed),
+           "indices": cache.digest(idx.tolist()),
+           "files": cache.digest(sources.fingerprint(m.family, str(path), fsplit, idx))}
+    hit = cache.load_frames(key)
+    if hit is not None:
+        return hit
+    jobs = [(m.family, str(path), fsplit, int(i), prep, augment, [int(seed), 17, c, int(i)])
+            for c in range(copies) for i in idx]
+    frames = map_progress(_bin_one, jobs, desc=f"augmenting {m.name} train x{copies}", chunksize=8,
+                          progress=progress)
+    x = torch.from_numpy(np.stack(frames)) if frames else \
+        torch.zeros((0, prep.timesteps, *prep.frame_shape()), dtype=torch.int16)
+    yt = torch.from_numpy(np.tile(np.asarray(y, dtype=np.int64), copies))
+    cache.save_frames(key, x, yt)
+    return cache.load_frames(key) or (x, yt)
 
 
 def preprocessing(name: str, timesteps: int | None = None, bin_s: float | None = None) -> preprocess.Preprocess:

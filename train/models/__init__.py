@@ -13,7 +13,10 @@ import copy
 import importlib
 from typing import Any
 
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the names above are listed without importing torch (spikeport train --help)
+    from torch import nn
 
 from spikeport.errors import ConfigError
 
