@@ -105,12 +105,12 @@ def test_run_on_a_root_elsewhere_exports_and_deploys(train_only_root, tmp_path, 
     assert metrics.test_samples == 8   # scored on the hold-out
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["root"] == str(train_only_root.resolve())
-    assert (config["preset"], config["timesteps"], config["bin_s"], config["augment"]) == ("default", 30, 0.01, 1)
+    assert (config["preset"], config["timesteps"], config["bin_s"], config["augment"]) == ("default", 15, 0.02, 1)
     assert config["split"]["scheme"] == "holdout" and config["split"]["test"] == 8
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert data["preset"] == "default" and data["split"]["holdout_seed"] == registry.HOLDOUT_SEED
     _, spec = load_run_model(run)
-    assert spec["root"] == str(train_only_root.resolve()) and spec["dt"] == 0.01
+    assert spec["root"] == str(train_only_root.resolve()) and spec["dt"] == 0.02
 
     # from another working directory, with an empty cache: the recorded root is what is read
     elsewhere = tmp_path / "cwd"
@@ -118,7 +118,7 @@ def test_run_on_a_root_elsewhere_exports_and_deploys(train_only_root, tmp_path, 
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("SPIKEPORT_CACHE", str(tmp_path / "empty-cache"))
     info = export_run(run, samples=4)
-    assert info.verification.exact and info.dt == 0.01 and info.timesteps == 30
+    assert info.verification.exact and info.dt == 0.02 and info.timesteps == 15
     for target in ("loihi2", "speck"):
         stats = deploy_run(run, target=target, samples=4)
         assert stats.samples == 4

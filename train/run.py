@@ -29,7 +29,9 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 #: Event-level augmented copies of the training split (0: none) a dataset gets by default with
 #: its default preset; see ``spikeport.data.preprocess.Augment``.
-DEFAULT_AUGMENT: dict[str, int] = {}
+DEFAULT_AUGMENT: dict[str, int] = {"nmnist": 4}
+#: Chip-native stack width a dataset gets when none is given (``--width`` / config key ``width``).
+DEFAULT_WIDTH: dict[str, str] = {"nmnist": "medium"}
 
 
 def resolve_options(cli: dict[str, Any], config: Optional[Path]) -> dict[str, Any]:
@@ -184,10 +186,13 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
         cfg = _train_config(opts)
         data = data_options(opts)
         opts["preset"], opts["augment"] = data["preset"], data["augment"]
+        if opts.get("chip_native") and not opts.get("width"):
+            opts["width"] = DEFAULT_WIDTH.get(opts["dataset"], "small")
         spec = default_spec(opts["model"], opts["dataset"], bool(opts.get("chip_native")),
                             bool(opts.get("ann")), seed=cfg.seed,
                             timesteps=data.get("timesteps", opts.get("timesteps")),
-                            width=opts.get("width", "small"), beta=opts.get("beta"))
+                            width=opts.get("width") or "small",
+                            beta=opts.get("beta"))
         if "bin_s" in data:
             spec["dt"] = data["bin_s"]   # seconds a bin: the data's and the neurons' step
         spec["preset"] = data["preset"]

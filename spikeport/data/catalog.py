@@ -37,8 +37,8 @@ DATASETS: dict[str, DatasetMeta] = {
         description="pairs (nmnist-embedded sample, English shd-embedded sample) of the same "
         "digit 0-9; T bins of 12 ms (visual) and 40 ms (audio)"),
     "nmnist": DatasetMeta(
-        "nmnist", "visual", [2, 34, 34], 10, 30, 0.010, family="NMNIST", denoise_us=10_000,
-        description="N-MNIST (real), the whole recording (3 saccades, 300 ms) in 30 bins of 10 ms; "
+        "nmnist", "visual", [2, 34, 34], 10, 15, 0.020, family="NMNIST", denoise_us=10_000,
+        description="N-MNIST (real), the whole recording (3 saccades, 300 ms) in 15 bins of 20 ms; "
         "preset 'paper': the first 25 ms in 1 ms bins as seed A"),
     "shd": DatasetMeta("shd", "audio", [700], 20, 100, 0.010, family="SHD",
                        description="Spiking Heidelberg Digits (real)"),

@@ -35,7 +35,7 @@ GAINED_MODELS = WHOLE_CHIP_MODELS + ("hopfield", "hgrn", "hybrid")
 #: at gain 1 the deeper visual layers fire < 1% and the output ignores the input).
 INIT_GAIN = {"visual": 4.0, "audio": 2.0}
 #: Sizes of the chip-native layer stacks (spec key ``width``).
-WIDTHS = ("small", "paper")
+WIDTHS = ("small", "medium", "paper")
 #: Keys every spec carries (the artifact contract of ``model.pt``).
 SPEC_KEYS = ("model", "chip_native", "ann", "dataset", "modality", "input_shape", "num_classes",
              "timesteps", "dt", "seed")
@@ -102,12 +102,14 @@ def _joint_fields(dataset: str) -> dict[str, Any]:
 
 def chip_native_layers(modality: str, num_classes: int, width: str = "small") -> list[dict[str, Any]]:
     """Layer specs of the chip-native backbone for a modality (see ``chip_native.py``)."""
-    from spikeport.train.models.chip_native import AUDIO_SMALL, VISUAL_SMALL
+    from spikeport.train.models.chip_native import AUDIO_SMALL, VISUAL_MEDIUM, VISUAL_SMALL
     if width not in WIDTHS:
         raise ConfigError(f"width: unknown width {width!r}; valid widths: {', '.join(WIDTHS)}")
     if modality == "visual":
-        layers = copy.deepcopy(VISUAL_SMALL if width == "small" else VISUAL_PAPER)
+        layers = copy.deepcopy({"small": VISUAL_SMALL, "medium": VISUAL_MEDIUM, "paper": VISUAL_PAPER}[width])
     elif modality == "audio":
+        if width == "medium":
+            raise ConfigError("width: 'medium' is a visual stack; audio backbones are small or paper")
         layers = copy.deepcopy(AUDIO_SMALL if width == "small" else AUDIO_PAPER)
     else:
         raise ConfigError(f"chip_native: no chip-native backbone for modality {modality!r} "
