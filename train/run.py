@@ -55,7 +55,8 @@ def resolve_options(cli: dict[str, Any], config: Optional[Path]) -> dict[str, An
 
 
 def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
-                  max_samples: Optional[int], seed: int, augment: int = 0) -> tuple[list[Stream], list[str]]:
+                  max_samples: Optional[int], seed: int, augment: int = 0,
+                  progress: bool = True) -> tuple[list[Stream], list[str]]:
     """The ``(x, y)`` streams of a split: one, or for the joint model a visual and an audio one.
 
     Single-modality data are binned at the spec's bin width (``dt``, from the preset); with
@@ -76,13 +77,13 @@ def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
         return streams, ["visual", "audio"]
     bin_s = float(spec["dt"]) if spec["modality"] in ("visual", "audio") else None
     x, y = load_tensors(spec["dataset"], split, root=root, timesteps=spec["timesteps"],
-                        max_samples=max_samples, seed=seed, bin_s=bin_s)
+                        max_samples=max_samples, seed=seed, bin_s=bin_s, progress=progress)
     if isinstance(x, list):
         x = tuple(x)
     if augment and split == "train" and isinstance(x, torch.Tensor):
         xa, ya = augmented_tensors(spec["dataset"], root=root, copies=int(augment),
                                    timesteps=spec["timesteps"], max_samples=max_samples, seed=seed,
-                                   bin_s=bin_s)
+                                   bin_s=bin_s, progress=progress)
         # counts stay integer in memory (the loop casts each batch): copies x the split fits
         x = torch.cat([x.to(xa.dtype), xa])
         y = torch.cat([y, ya])
@@ -229,9 +230,10 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
     if not ctx.is_main:
         ctx.barrier()
     augment = int(opts.get("augment") or 0)
-    train, names = _load_streams(spec, "train", root, max_samples, cfg.seed, augment=augment)
-    val, _ = _load_streams(spec, "val", root, None, cfg.seed)
-    test, _ = _load_streams(spec, "test", root, None, cfg.seed)
+    show = cfg.progress is not False
+    train, names = _load_streams(spec, "train", root, max_samples, cfg.seed, augment=augment, progress=show)
+    val, _ = _load_streams(spec, "val", root, None, cfg.seed, progress=show)
+    test, _ = _load_streams(spec, "test", root, None, cfg.seed, progress=show)
     if ctx.is_main:
         ctx.barrier()
 
