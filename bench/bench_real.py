@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,14 +30,19 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "real" / "nmnist1k"
 
 
 def dataset_root(path: Path) -> Path | None:
-    """A folder whose ``NMNIST/Train`` holds the recordings: ``path`` itself, or a temporary one
-    linking to ``path/Train`` (the shared subset's layout); None when neither is there."""
+    """A folder whose ``NMNIST/Train`` holds the recordings: ``path`` itself, or one under runs/
+    linking to ``path/Train`` (the shared subset's layout; it stays, as the run records it as its
+    root); None when neither is there."""
     if (path / "NMNIST" / "Train").is_dir():
         return path
     if (path / "Train").is_dir():
-        root = Path(tempfile.mkdtemp(prefix="nmnist_root_"))
-        (root / "NMNIST").mkdir()
-        (root / "NMNIST" / "Train").symlink_to((path / "Train").resolve(), target_is_directory=True)
+        root = REPO / "runs" / f"{path.name}_root"
+        link = root / "NMNIST" / "Train"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() and link.resolve() != (path / "Train").resolve():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to((path / "Train").resolve(), target_is_directory=True)
         return root
     return None
 
