@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikeport.deploy.lowering import Layer, LayerGraph
+from spikeport.errors import UnsupportedNodeError
 
 W_MAX = 254          # largest mixed-sign weight: mantissa 127, scaled by 2
 VTH_MAX = 2**17 - 1  # threshold mantissa: 17-bit unsigned
@@ -120,6 +121,15 @@ def quantize_layer(layer: Layer, weight_percentile: float = 100.0) -> tuple[Quan
         notes.append(f"{layer.name}: {clipped} weights/biases clipped to Loihi's range at scale {scale:.4g}")
     v_decay = int(round(DECAY_UNITY * (1.0 - layer.beta)))
     i_decay = int(round(DECAY_UNITY * (1.0 - layer.alpha)))
+    if v_decay > DECAY_UNITY - 1:
+        # the chip's vDecay field has 12 bits (0..4095): tau = dt (beta 0) cannot be written exactly
+        notes.append(f"{layer.name}: voltage decay {v_decay} (beta {layer.beta:.4g}, tau <= dt) is beyond the "
+                     f"12-bit vDecay field; written as {DECAY_UNITY - 1}")
+        v_decay = DECAY_UNITY - 1
+    if i_decay < 1:
+        raise UnsupportedNodeError(f"layer '{layer.name}': current decay alpha {layer.alpha:.6g} (tau_syn infinite "
+                                   f"against dt) writes iDecay 0, which Lava reads as du = -1; Loihi cannot hold a "
+                                   f"current that never decays")
     for what, val, dec in (("beta", layer.beta, v_decay), ("alpha", layer.alpha, i_decay)):
         exact = 1.0 - dec / DECAY_UNITY
         if abs(exact - val) > 1e-9:

@@ -15,7 +15,7 @@ from spikeport.deploy.loihi.mapper import map_cores
 from spikeport.deploy.loihi.netx_writer import write_netx
 from spikeport.deploy.loihi.quantize import QuantNet, input_bits_for, quantize
 from spikeport.deploy.lowering import LayerFeatures, LayerGraph, check_features, fold_pooling, lower
-from spikeport.errors import ConfigError
+from spikeport.errors import ConfigError, UnsupportedNodeError
 from spikeport.hw_profiles import Profile
 from spikeport.io import write_json_atomic
 from spikeport.schemas import Stats
@@ -69,6 +69,24 @@ def _predict(inp: DeployInput, output_name: str, last_layer: str, out_trains: to
     return logits.argmax(1)
 
 
+LAVA_INT32_LIMIT = 2**25  # Lava's LIF shifts the int32 synaptic sum left by 6: past 2**25 it wraps
+
+
+def check_int32(net: QuantNet) -> None:
+    """Refuse a network whose synaptic sums would wrap in Lava's int32 arithmetic: the fast engine
+    stays exact there, so it would no longer equal Lava (or, likely, the chip)."""
+    from spikeport.deploy.loihi.fast_engine import max_payload, synaptic_bound
+    payload = max_payload(net)
+    for i, q in enumerate(net.layers):
+        weights = [q.weight] + ([q.rec_weight] if q.rec_weight is not None else [])
+        bound = sum(synaptic_bound(w, payload if i == 0 else 1) for w in weights)
+        if bound >= LAVA_INT32_LIMIT:
+            raise UnsupportedNodeError(
+                f"layer '{q.name}': synaptic sums reach {bound} (weights x {payload if i == 0 else 1}-valued inputs); "
+                f"Lava sums in int32 and shifts by 6, which wraps past 2**25 = {LAVA_INT32_LIMIT}: lower the input "
+                f"message bits or the fan-in")
+
+
 def prepare(inp: DeployInput, profile: Profile) -> tuple[LayerGraph, QuantNet, torch.Tensor, int]:
     """(layer graph, quantised network, inputs cut to T, input message bits): what both engines run."""
     x = inp.inputs[:, :inp.timesteps]
@@ -85,6 +103,7 @@ def prepare(inp: DeployInput, profile: Profile) -> tuple[LayerGraph, QuantNet, t
     else:
         graph = loihi_layers(lower(inp.graph, inp.dt, inp.conventions))
         net = quantize(graph, input_bits=bits)  # warns when it clips
+    check_int32(net)
     if want_bits > max_bits:
         net.approximations.insert(0, f"input: {int((x > 1).sum())} of {int((x != 0).sum())} input entries carry "
                                      f"counts > 1; {profile.title} takes binary input spikes, so each is sent as one spike")
