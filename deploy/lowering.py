@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikeport.errors import UnsupportedNodeError
+from spikeport.errors import ConfigError, UnsupportedNodeError
 from spikeport.export.neurons import discrete_neuron
 
 NEURON_TYPES = (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI)
@@ -59,7 +59,6 @@ class Conventions:
     fire_at_threshold: bool = False       # spike at v >= threshold (sinabs) instead of v > threshold
 
     def __post_init__(self) -> None:
-        from spikeport.errors import ConfigError
         if self.reset not in ("zero", "subtract"):
             raise ConfigError(f"reset mode '{self.reset}' is not one of zero, subtract")
         if self.spikes_per_step not in ("single", "multi"):

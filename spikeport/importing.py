@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from spikeport.deploy.lowering import Conventions, LayerGraph, lower
-from spikeport.errors import ArtifactError, ConfigError, DataError, SpikeportError
+from spikeport.errors import ArtifactError, ConfigError, DataError
 from spikeport.io import write_json_atomic
 from spikeport.schemas import AnnExport, ExportInfo, ImportInfo, Partition, Verification
 
@@ -217,7 +217,7 @@ def silent_layers(graph: LayerGraph, spikes: dict[str, torch.Tensor], nodes: dic
             detail = ""
             if isinstance(node, nir.IF):
                 detail = f"r * dt = {float(np.max(np.asarray(node.r))) * graph.dt:.4g}"
-            elif node is not None and hasattr(node, "tau") or hasattr(node, "tau_mem"):
+            elif node is not None and (hasattr(node, "tau") or hasattr(node, "tau_mem")):
                 tau = np.asarray(getattr(node, "tau", getattr(node, "tau_mem", np.nan)), dtype=np.float64)
                 detail = f"tau / dt = {float(np.min(tau)) / graph.dt:.4g}"
             out.append(f"layer '{layer.name}' emits no spike on the first inputs ({detail}, dt = {graph.dt:g} s): "
@@ -304,8 +304,6 @@ def import_network(file: str | Path, out: str | Path, *, dataset: str | None = N
                           approximations=lowered.approximations, imported=imported)
         write_json_atomic(stage / "export.json", info)
         _swap_in(stage, export_dir)
-    except SpikeportError:
-        raise
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
