@@ -13,8 +13,14 @@ def repo_dir() -> Path:
 
 @pytest.fixture
 def shared_dir() -> Path:
-    """The shared folder beside the checkout (real sensor recordings live in shared/data/real)."""
+    """The shared folder beside the checkout (benchmarks' data; tests must not need it)."""
     return REPO.parent / "shared"
+
+
+@pytest.fixture
+def real_nmnist_sample() -> Path:
+    """One real N-MNIST recording kept in the repository (tonic's test data, GPL-3.0: 4,325 events)."""
+    return REPO / "tests" / "data" / "nmnist_sample.bin"
 
 
 @pytest.fixture

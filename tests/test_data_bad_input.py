@@ -38,9 +38,9 @@ def _good_event_bytes(n=20):
     return raw.tobytes()
 
 
-def test_truncated_bin(tmp_path, shared_dir):
+def test_truncated_bin(tmp_path, real_nmnist_sample):
     path = _nmnist_file(tmp_path)
-    path.write_bytes((shared_dir / "data" / "real" / "nmnist_sample.bin").read_bytes()[:-3])
+    path.write_bytes((real_nmnist_sample).read_bytes()[:-3])
     with pytest.raises(DataError, match=r"00001\.bin: truncated N-MNIST file .*multiple of 5"):
         registry.load_tensors("nmnist", "train", root=tmp_path, progress=False)
 

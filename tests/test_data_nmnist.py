@@ -32,8 +32,8 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_real_recording_decodes_exactly(shared_dir, tmp_path, cache):
-    real = shared_dir / "data" / "real" / "nmnist_sample.bin"
+def test_real_recording_decodes_exactly(real_nmnist_sample, tmp_path, cache):
+    real = real_nmnist_sample
     dest = tmp_path / "root" / "NMNIST" / "Test" / "3" / "00001.bin"
     dest.parent.mkdir(parents=True)
     shutil.copy(real, dest)
@@ -46,8 +46,8 @@ def test_real_recording_decodes_exactly(shared_dir, tmp_path, cache):
     assert label == 3
 
 
-def test_binning_matches_a_hand_histogram(shared_dir, tmp_path):
-    raw = decode_nmnist_bytes((shared_dir / "data" / "real" / "nmnist_sample.bin").read_bytes())
+def test_binning_matches_a_hand_histogram(real_nmnist_sample, tmp_path):
+    raw = decode_nmnist_bytes((real_nmnist_sample).read_bytes())
     ev = np.zeros(len(raw), dtype=tonic.datasets.NMNIST.dtype)
     for i, k in enumerate(("x", "y", "t", "p")):
         ev[k] = raw[:, i]
