@@ -236,9 +236,16 @@ def _other_baselines(work: AnnWorkload, skip: str, estimates: dict[str, ChipEsti
     return out
 
 
+CROSSCHECKS = ("sanafe",)
+
+
 def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
-               host_profile: str = "cpu") -> Energy:
-    """Write runs/X/report/energy.{json,md,png} for the given deployed chips; return the report."""
+               host_profile: str = "cpu", crosscheck: str | None = None, crosscheck_samples: int = 4) -> Energy:
+    """Write runs/X/report/energy.{json,md,png} for the given deployed chips; return the report.
+    ``crosscheck="sanafe"``: also run each Loihi chip's deployed network in SANA-FE's simulator on
+    the first ``crosscheck_samples`` test samples (deploy/sanafe_crosscheck.py)."""
+    if crosscheck is not None and crosscheck not in CROSSCHECKS:
+        raise ConfigError(f"report: --crosscheck '{crosscheck}' is not one of {', '.join(CROSSCHECKS)}")
     run = Path(run_dir)
     if not run.is_dir():
         raise ArtifactError(f"{run}: run folder not found")
@@ -277,6 +284,11 @@ def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
     for chip, found in checks.items():
         if found is not None:
             setattr(energy.chips[chip], "sanafe_check", found)  # an extra key of the chip's entry
+    if crosscheck == "sanafe":
+        from spikeport.deploy.sanafe_crosscheck import crosscheck_or_hint
+        for chip in chips:
+            if profiles[chip].name.startswith("loihi"):
+                setattr(energy.chips[chip], "sanafe_sim", crosscheck_or_hint(run, chip, crosscheck_samples))
     out = run / "report"
     write_json_atomic(out / "energy.json", energy)
     write_text_atomic(out / "energy.md", render_markdown(energy, profiles, stats))
@@ -285,6 +297,10 @@ def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
         print(f"note: {note}")
     for line in summary_lines(energy):
         print(line)
+    for chip, c in energy.chips.items():
+        for line in _sanafe_sim_lines(c):
+            if line:
+                print(f"{chip}: {line}")
     print(f"report: {out / 'energy.md'}")
     return energy
 
@@ -426,6 +442,35 @@ def _sanafe_lines(c: ChipEnergy) -> list[str]:
                 f"{_secs(c.latency_s / c.timesteps if c.latency_s and c.timesteps else None)}."]
 
 
+def _sanafe_sim_lines(c: ChipEnergy) -> list[str]:
+    """The SANA-FE simulation beside spikeport's model: energy by term, time per step, spikes per layer."""
+    x = (c.model_extra or {}).get("sanafe_sim")
+    if not x:
+        return []
+    if "skipped" in x:
+        return ["", f"SANA-FE simulation not run: {x['skipped']}."]
+    sf = x["sanafe"]
+    e, mine = sf["energy"], x["spikeport_terms"]
+    lines = ["", f"SANA-FE simulation ({sf['source']}) of the deployed network, {sf['samples']} test samples, "
+                 f"{sf['steps_run']} steps each (T = {sf['timesteps']} plus the depth), reset between samples, "
+                 f"{sf['cores_used']} cores: dynamic **{fmt_j(sf['dynamic_joules'])}** against spikeport's "
+                 f"{fmt_j(x['spikeport_dynamic_joules'])} ({x['spikeport_profile']} profile, same samples): "
+                 f"**{x['ratio_sanafe_to_spikeport']:.3g}x**; chip time {_secs(sf['step_time_s'])} a step against "
+                 f"the profile's {_secs(x['spikeport_step_time_s'])}.", "",
+             "| term | SANA-FE | spikeport |", "|---|---|---|",
+             f"| synapses | {fmt_j(e['synapse'])} | {fmt_j(mine['synops'])} |",
+             f"| neurons (SANA-FE soma: access, update, spike out) | {fmt_j(e['soma'] + e['dendrite'])} | "
+             f"{fmt_j(mine['neuron_updates'])} |",
+             f"| spike messages and mesh hops | {fmt_j(e['network'])} | {fmt_j(mine['routing'])} |",
+             "", "| layer | neurons | spikes / sample, fast engine | spikes / sample, SANA-FE | neurons with equal "
+                 "counts |", "|---|---|---|---|---|"]
+    for la in sf["layers"]:
+        lines.append(f"| {la['name']} | {la['neurons']} | {la['fast_spikes']:.5g} | {la['sanafe_spikes']:.5g} | "
+                     f"{_share(la['neurons_equal'])} |")
+    lines += [f"- {n}" for n in sf["notes"]]
+    return lines
+
+
 def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[str, Stats]) -> str:
     b = energy.baseline
     lines = [f"# Energy report: {energy.run} ({energy.model})", "",
@@ -502,6 +547,7 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
         if c.notes:
             lines += ["", "Approximations and notes:", *[f"- {n}" for n in c.notes]]
         lines += _sanafe_lines(c)
+        lines += _sanafe_sim_lines(c)
 
     sc = energy.shortcut or {}
     if sc:

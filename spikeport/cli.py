@@ -157,10 +157,13 @@ def deploy(run: Path = typer.Argument(..., help="run folder"),
 @_user_errors
 def report(run: Path = typer.Argument(..., help="run folder"),
            chips: str = typer.Option(",".join(CHIPS), help="comma-separated deployed targets"),
-           baseline: str = typer.Option("gpu-horowitz45", help="gpu-horowitz45 | gpu-measured | a profile")) -> None:
+           baseline: str = typer.Option("gpu-horowitz45", help="gpu-horowitz45 | gpu-measured | a profile"),
+           crosscheck: Optional[str] = typer.Option(None, help="sanafe: also run the Loihi network in SANA-FE"),
+           crosscheck_samples: int = typer.Option(4, min=1, help="test samples the cross-check runs")) -> None:
     """Per-chip energy from the deployment counts and hardware profiles, against a GPU ANN baseline."""
     from spikeport.deploy.report import report_run
-    report_run(run, chips=[c.strip() for c in chips.split(",") if c.strip()], baseline=baseline)
+    report_run(run, chips=[c.strip() for c in chips.split(",") if c.strip()], baseline=baseline,
+               crosscheck=crosscheck, crosscheck_samples=crosscheck_samples)
 
 
 @app.command()
