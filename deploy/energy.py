@@ -277,18 +277,47 @@ def input_events(counts: list[LayerCounts]) -> tuple[float, str]:
     return float(sum(c.spikes for c in counts)), "routed spikes (input events not counted by the target)"
 
 
-def chip_time(stats: Stats, profile: Profile, counts: list[LayerCounts]) -> tuple[float, FigureUse, str]:
-    """The chip's own time for one sample run flat out, the figure it rests on, and how."""
+EVENT_TIME_KEYS = ("synop_time", "neuron_update_time", "spike_time", "sync_time")
+
+
+def event_step_time(stats: Stats, profile: Profile, counts: list[LayerCounts]) -> tuple[float, list[FigureUse], str]:
+    """Chip time of one sample from its events: every core works through its synops, neuron updates
+    and spikes of a step, then all wait at the barrier:
+
+        per step = (synops x t_synop + neuron_updates x t_update + spikes x t_spike) / (T x cores) + t_sync
+
+    the events spread evenly over the cores the deployment uses (a balanced placement); convolution
+    synops at ``timing.conv_synop_time`` where the profile gives it."""
+    figs = [_positive(profile, _use(profile, "timing", k, "time", "s")) for k in EVENT_TIME_KEYS]
+    t_syn, t_upd, t_spk, t_sync = (f.value for f in figs)
+    t_conv = t_syn
+    if profile.has("timing", "conv_synop_time"):
+        conv = _positive(profile, _use(profile, "timing", "conv_synop_time", "time", "s"))
+        figs.append(conv)
+        t_conv = conv.value
+    busy = sum(c.synops * (t_conv if c.kind == "conv" else t_syn) + c.neuron_updates * t_upd + c.spikes * t_spk
+               for c in counts)
+    cores = max(1, int(stats.cores_used))
+    step = busy / stats.timesteps / cores + t_sync
+    return stats.timesteps * step, figs, (f"{stats.timesteps} steps x {step:.4g} s a step (events' latencies over "
+                                          f"{cores} cores + {t_sync:g} s barrier)")
+
+
+def chip_time(stats: Stats, profile: Profile, counts: list[LayerCounts]) -> tuple[float, list[FigureUse], str]:
+    """The chip's own time for one sample run flat out, the figures it rests on, and how."""
+    if profile.has("timing", "synop_time"):
+        return event_step_time(stats, profile, counts)
     for key in ("step_time", "step_duration"):  # step_duration: the older name of the same figure
         if profile.has("timing", key):
             fig = _positive(profile, _use(profile, "timing", key, "time", "s"))
-            return stats.timesteps * fig.value, fig, f"{stats.timesteps} steps x {fig.value:g} s a step"
+            return stats.timesteps * fig.value, [fig], f"{stats.timesteps} steps x {fig.value:g} s a step"
     if profile.has("timing", "event_time"):
         fig = _positive(profile, _use(profile, "timing", "event_time", "time", "s"))
         events, what = input_events(counts)
-        return events * fig.value, fig, f"{events:.4g} {what} x {fig.value:g} s an event"
+        return events * fig.value, [fig], f"{events:.4g} {what} x {fig.value:g} s an event"
     raise ConfigError(f"{_where(profile)}: missing key 'timing.step_time' (chip time per step, run flat out; "
-                      "or 'timing.event_time' for an event-driven chip)")
+                      "or 'timing.event_time' for an event-driven chip, or 'timing.synop_time' with "
+                      "neuron_update_time, spike_time and sync_time for the event model)")
 
 
 def chip_energy(stats: Stats, profile: Profile, host_profile: Profile | None = None) -> ChipEstimate:
@@ -300,8 +329,8 @@ def chip_energy(stats: Stats, profile: Profile, host_profile: Profile | None = N
     e_route = _use(profile, "energy", "spike_route", "energy", "J")
     p_static = idle_power(profile)
     counts = per_sample_counts(stats)
-    chip_s, step_fig, timing = chip_time(stats, profile, counts)
-    figures = [e_syn, e_upd, e_route, p_static, step_fig]
+    chip_s, time_figs, timing = chip_time(stats, profile, counts)
+    figures = [e_syn, e_upd, e_route, p_static, *time_figs]
     layers = []
     for c in counts:
         terms = {"synops": c.synops * e_syn.value, "neuron_updates": c.neuron_updates * e_upd.value,
