@@ -106,17 +106,20 @@ def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | N
 
 
 def deploy_run(run_dir: Path, target: str, engine: str | None = None, samples: int | None = None,
-               root: Path | None = None) -> Stats:
+               root: Path | None = None, workers: int = 1) -> Stats:
+    from spikeport.deploy.scale_out import deploy_parallel, init_from_env, is_writer
     from spikeport.deploy.targets import get_target, resolve_engine
     from spikeport.hw_profiles import load_profile
 
     engine = resolve_engine(target, engine)
     inp = build_deploy_input(Path(run_dir), target, engine, samples, root)
     profile = load_profile(target)
-    stats = get_target(target).deploy(inp, profile)
+    init_from_env()  # under torchrun: join its group, deploy this rank's shard
+    stats = deploy_parallel(get_target(target).deploy, inp, profile, workers)
     if isinstance(inp.host, CountingHost):
         stats.host_macs_per_sample = inp.host.macs_per_sample
     stats.step_s = inp.step_s or inp.dt
     stats.conventions = (inp.conventions or Conventions()).to_dict()
-    write_json_atomic(inp.out_dir / "stats.json", stats)
+    if is_writer():
+        write_json_atomic(inp.out_dir / "stats.json", stats)
     return stats
