@@ -313,9 +313,11 @@ def summary_lines(energy: Energy) -> list[str]:
         sp, tp = c.sensor_paced, c.throughput
         lines.append(
             f"{chip} vs {b.profile} ({c.kind}): sensor-paced {fmt_j(sp.joules_per_inference)} vs "
-            f"{fmt_j(sp.baseline_joules_per_inference)}, ratio {_ratio(sp.ratio_vs_baseline)}; throughput "
+            f"{fmt_j(sp.baseline_joules_per_inference)}, ratio {_ratio(sp.ratio_vs_baseline)} "
+            f"({ratio_words(sp.ratio_vs_baseline)}); throughput "
             f"{fmt_j(tp.joules_per_inference)} vs {fmt_j(tp.baseline_joules_per_inference)} (batch "
-            f"{getattr(tp, 'baseline_batch', 1)}), ratio {_ratio(tp.ratio_vs_baseline)}; "
+            f"{getattr(tp, 'baseline_batch', 1)}), ratio {_ratio(tp.ratio_vs_baseline)} "
+            f"({ratio_words(tp.ratio_vs_baseline)}); "
             f"{_secs(c.latency_s)} a sample flat out, {_rate(c.inferences_per_s)}")
     return lines
 
@@ -341,6 +343,54 @@ def _share(x: float) -> str:
 
 def _ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}x"
+
+
+def ratio_words(x: float | None, subject: str = "the chip") -> str:
+    """A ratio (baseline joules / chip joules) in words: which side spends more, and by how much."""
+    if x is None or x != x:
+        return "n/a"
+    if x == float("inf"):
+        return f"{subject} spends nothing measurable"
+    if x >= 1:
+        return f"{subject} uses {x:.3g}x less"
+    return f"{subject} uses {1 / x:.3g}x more"
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy ``p`` measured on ``n`` samples."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _pct_ci(p: float | None, n: int) -> str:
+    if p is None:
+        return "n/a"
+    lo, hi = wilson_interval(p, n)
+    return f"{100 * p:.2f}% (95 % CI {100 * lo:.1f}-{100 * hi:.1f}%, n = {n})"
+
+
+# Dampfhoffer et al., IEEE TETCI 2023 ("Are SNNs really more energy-efficient than ANNs? An in-depth
+# hardware-aware study"): an SNN beats its ANN only below about 0.15-1.38 synaptic operations per
+# synapse per inference, depending on the architecture and memory.
+BREAK_EVEN = (0.15, 1.38)
+
+
+def _break_even_line(stats: Stats) -> str:
+    counts = stats.per_sample or stats.layers
+    synapses = sum(c.synapses for c in counts)
+    synops = sum(c.synops for c in counts) / (1 if stats.per_sample else stats.samples)
+    if synapses <= 0:
+        return "- Synops per synapse per inference: n/a (no synapses counted)"
+    r = synops / synapses
+    lo, hi = BREAK_EVEN
+    where = ("below the whole break-even range: the SNN's sparsity pays on every architecture studied" if r < lo
+             else "above the whole break-even range: no architecture studied makes the SNN cheaper" if r > hi
+             else "inside the break-even range: the verdict depends on the architecture")
+    return (f"- Synops per synapse per inference: {r:.3g} ({synops:.4g} / {synapses:.4g}); Dampfhoffer et al. "
+            f"2023 put the SNN/ANN break-even at {lo}-{hi}: {where}")
 
 
 def _secs(x: float | None) -> str:
@@ -515,10 +565,12 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
         title = profiles[chip].title
         sp, tp = c.sensor_paced, c.throughput
         lines += ["", f"## {chip}: {title} ({c.kind})", "",
-                  f"- Accuracy: float {_pct(c.float_accuracy)}, deployed {_pct(c.accuracy)} "
+                  f"- Accuracy: float {_pct_ci(c.float_accuracy, st.samples)}, deployed "
+                  f"{_pct_ci(c.accuracy, st.samples)} "
                   f"(agreement with float {_pct(st.agreement_with_float)}) on {st.samples} test samples; "
                   f"engine `{st.engine}`",
                   f"- Cores used: {c.cores_used}",
+                  _break_even_line(st),
                   f"- Real time: {c.timesteps} steps x {c.bin_s:g} s bins = {c.timesteps * c.bin_s:g} s a sample "
                   f"(the sensor-paced static span: {c.duration_s:g} s)",
                   f"- Chip time flat out: {getattr(tp, 'chip_time', '')} = {_secs(c.latency_s)} a sample, "
@@ -537,8 +589,9 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
         for t in CHIP_TERMS:
             lines.append(f"| {TERM_LABELS[t]} | {fmt_j(c.terms[t])} | {_share(c.terms[t] / c.joules_per_inference)} |")
         lines += [f"| **total** | **{fmt_j(c.joules_per_inference)}** | |", "",
-                  f"Against the {b.profile} baseline: sensor-paced **{_ratio(sp.ratio_vs_baseline)}**, throughput "
-                  f"**{_ratio(tp.ratio_vs_baseline)}** (batch {getattr(tp, 'baseline_batch', 1)}; at batch 1 "
+                  f"Against the {b.profile} baseline: sensor-paced **{_ratio(sp.ratio_vs_baseline)}** "
+                  f"({ratio_words(sp.ratio_vs_baseline)}), throughput "
+                  f"**{_ratio(tp.ratio_vs_baseline)}** ({ratio_words(tp.ratio_vs_baseline)}) (batch {getattr(tp, 'baseline_batch', 1)}; at batch 1 "
                   f"{_ratio(getattr(tp, 'ratio_vs_baseline_batch1', None))}); dynamic energy only: "
                   f"{_ratio(c.ratio_dynamic_vs_baseline)}. Throughput mode: {fmt_j(tp.joules_per_inference)} "
                   f"({fmt_j(tp.static_joules or 0)} static).", "",
@@ -586,8 +639,9 @@ def plot_layers(energy: Energy, path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_ylabel("J / inference")
         ax.set_title(f"{chip} vs {energy.baseline.profile}: sensor-paced {fmt_j(c.sensor_paced.joules_per_inference)}, "
-                     f"ratio {_ratio(c.sensor_paced.ratio_vs_baseline)}; throughput "
-                     f"{fmt_j(c.throughput.joules_per_inference)}, ratio {_ratio(c.throughput.ratio_vs_baseline)}",
+                     f"ratio {_ratio(c.sensor_paced.ratio_vs_baseline)} ({ratio_words(c.sensor_paced.ratio_vs_baseline)});"
+                     f"\nthroughput {fmt_j(c.throughput.joules_per_inference)}, ratio "
+                     f"{_ratio(c.throughput.ratio_vs_baseline)} ({ratio_words(c.throughput.ratio_vs_baseline)})",
                      fontsize=9)
         ax.legend(fontsize=7, loc="best")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)

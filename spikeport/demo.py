@@ -55,7 +55,7 @@ class _Clock:
 
 def run_demo(out: Path, quick: bool = False, data_root: Path | None = None) -> Path:
     from spikeport.data.registry import ensure_generated, generate
-    from spikeport.deploy.report import report_run
+    from spikeport.deploy.report import report_run, summary_lines
     from spikeport.deploy.run import deploy_run
     from spikeport.export.run import export_run
     from spikeport.train.run import train_run
@@ -92,6 +92,9 @@ def run_demo(out: Path, quick: bool = False, data_root: Path | None = None) -> P
         clock.stage(f"5/5 report {modality}", "report")
         reports.append(report_run(run, chips=["loihi2", "speck"], baseline="gpu-horowitz45"))
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s ({clock.summary()})")
-    for modality, _ in plan:
+    for (modality, _), energy in zip(plan, reports):
         console.print(f"  {modality}: {out / f'{modality}-baseline' / 'report' / 'energy.md'}")
+        # per chip: energy per inference and the ratio, sensor-paced and throughput, side by side
+        for line in summary_lines(energy):
+            console.print(f"    {line}", markup=False, highlight=False)
     return out
