@@ -21,7 +21,7 @@ from spikeport.train import distributed
 from spikeport.train.checkpoint import MODEL_FILE, RESUME_FILE, RESUME_FORMAT, model_payload, \
     read_checkpoint, save_checkpoint
 from spikeport.train.config import CHIP_NATIVE_LR, DEFAULT_EPOCHS, FALLBACK_EPOCHS, TrainConfig, read_config_file
-from spikeport.train.loop import (Stream, StopFlag, evaluate_streams, fit, loss_function, seed_everything,
+from spikeport.train.loop import (FitResult, Stream, StopFlag, evaluate_streams, fit, loss_function, seed_everything,
                                   sigint_checkpoint)
 from spikeport.train.models import GAINED_MODELS, build_model, default_spec
 
@@ -201,9 +201,13 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
             # the data's folder travels with the model, so export and deploy read the same data
             spec["root"] = str(root)
 
+    init_model = None
+    if opts.get("finetune_for") is not None or opts.get("init_from") is not None:
+        from spikeport.train.qat import prepare_finetune
+        init_model, spec = prepare_finetune(opts, spec, resume)
     ctx = distributed.init_from_env(cfg.device)
     try:
-        return _train(spec, cfg, opts, out, root, ctx, state)
+        return _train(spec, cfg, opts, out, root, ctx, state, init_model)
     finally:
         distributed.shutdown(ctx)
 
@@ -223,7 +227,8 @@ def _data_record(spec: dict[str, Any], opts: dict[str, Any], root: Optional[Path
 
 
 def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Path, root: Optional[Path],
-           ctx: distributed.DistContext, state: Optional[dict[str, Any]]) -> Metrics:
+           ctx: distributed.DistContext, state: Optional[dict[str, Any]],
+           init_model: Optional[torch.nn.Module] = None) -> Metrics:
     t0 = time.perf_counter()
     max_samples = opts.get("max_samples")
     # Rank 0 loads first: an embedded dataset missing from the cache is generated once, not per rank.
@@ -245,7 +250,7 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
         write_text_atomic(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed only
-    model = build_model(spec)
+    model = build_model(spec) if init_model is None else init_model
     n_train = sum(int(s[1].shape[0]) for s in train)
     if ctx.is_main:
         n_params = sum(p.numel() for p in model.parameters())
@@ -254,9 +259,16 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
               f"{n_params} parameters, {cfg.epochs} epochs, device {ctx.device}"
               f"{f', {ctx.world_size} processes' if ctx.distributed else ''}", flush=True)
 
-    with sigint_checkpoint(StopFlag()) as stop:
-        result = fit(model, spec, train, val, cfg, ctx=ctx, out_dir=out, resume=state, stop=stop,
-                     stream_names=names)
+    if init_model is None:
+        with sigint_checkpoint(StopFlag()) as stop:
+            result = fit(model, spec, train, val, cfg, ctx=ctx, out_dir=out, resume=state, stop=stop,
+                         stream_names=names)
+    else:  # fine-tuning a trained run: no plain training
+        result = FitResult(history=[], best_epoch=0, best_val_accuracy=None)
+    finetuned = None
+    if opts.get("finetune_for") is not None:
+        from spikeport.train.qat import finetune_stage
+        finetuned = finetune_stage(model, spec, train, val, cfg, opts, ctx)
 
     amp = cfg.amp and ctx.device.type == "cuda"
     test_eval = evaluate_streams(model, test, names, loss_function(spec), cfg, ctx, amp)
@@ -268,6 +280,7 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
                       stopped_early=result.stopped_early, chip_native=spec["chip_native"], ann=spec["ann"],
                       world_size=ctx.world_size, mixed_precision=amp, config=cfg.to_dict(),
                       data=_data_record(spec, opts, root, cfg.seed),
+                      **({"finetune": finetuned} if finetuned is not None else {}),
                       **{f"test_{k}": v for k, v in test_eval.items() if k.startswith("accuracy_")})
     if ctx.is_main:
         save_checkpoint(out / MODEL_FILE, model_payload(
