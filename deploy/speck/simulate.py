@@ -148,15 +148,18 @@ class SimResult:
     synops: torch.Tensor                # [N, L] per sample and layer
     spikes: torch.Tensor                # [N, L]
     input_events: torch.Tensor          # [N, L]
+    layers: dict[str, torch.Tensor] | None = None  # layer -> spikes [T, N, C, H, W] (when recorded)
 
 
 @torch.no_grad()
-def simulate(net: ChipNet, inputs: torch.Tensor, batch_size: int = 64) -> SimResult:
+def simulate(net: ChipNet, inputs: torch.Tensor, batch_size: int = 64, record: bool = False) -> SimResult:
+    """sinabs' run of ``inputs`` [N, T, *nir input shape]; ``record`` keeps every layer's spikes."""
     form = net.form
     n, t = inputs.shape[:2]
     fanouts = [fanout_map(layer) for layer in form.layers]
     taps: dict[str, list[torch.Tensor]] = {tap.name: [] for tap in form.outputs}
     synops, spikes, events = [], [], []
+    trains: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in form.layers}
     modules = net.model
     for start in range(0, n, batch_size):
         xb = inputs[start:start + batch_size]
@@ -173,6 +176,8 @@ def simulate(net: ChipNet, inputs: torch.Tensor, batch_size: int = 64) -> SimRes
             # sinabs' spike functions return float32: back to the net's dtype for a float64 net
             s = modules[net.spikes[i]](modules[net.convs[i]](h.to(net.dtype)))
             spk_b.append(s.reshape(b, -1).sum(1).double())  # [B*T, ...] rows are sample-major
+            if record:
+                trains[layer.name].append(s.reshape(b, t, *layer.out_shape).transpose(0, 1).float())
             pooled = modules[net.pools[i]](s) if net.pools[i] is not None else s
             for tap in form.outputs:
                 if tap.layer == i:
@@ -183,7 +188,8 @@ def simulate(net: ChipNet, inputs: torch.Tensor, batch_size: int = 64) -> SimRes
         spikes.append(torch.stack(spk_b, 1))
         events.append(torch.stack(ev_b, 1))
     return SimResult(taps={k: torch.cat(v, 1) for k, v in taps.items()}, synops=torch.cat(synops),
-                     spikes=torch.cat(spikes), input_events=torch.cat(events))
+                     spikes=torch.cat(spikes), input_events=torch.cat(events),
+                     layers={k: torch.cat(v, 1) for k, v in trains.items()} if record else None)
 
 
 def synapse_count(layer: ChipLayer) -> int:

@@ -1,0 +1,375 @@
+"""Speck's chip form, batched over samples and time: the spikes sinabs gives, at a fraction of the cost.
+
+sinabs (``simulate.py``) runs ``Conv2d -> IAFSqueeze -> SumPool2d`` per core, its neuron update a
+Python loop over steps through an autograd function that clones the state and allocates several
+temporaries a step. This engine runs chunks of samples, each layer's synaptic input for all steps
+of a chunk in one convolution over ``T * batch`` frames (a core does not depend on its own past),
+then the neuron update step by step in place, the chunks spread over worker threads with each op
+single-threaded (as the Loihi twin, ``deploy/loihi/fast_engine.py``).
+
+Time-stepped semantics (``semantics="stepped"``, the default): sinabs' ``lif_forward_single`` with
+``alpha_mem = 1`` and the chip form's conventions, line by line:
+
+- ``v = v + I`` with ``I`` the convolution of the step's input events plus the bias;
+- spikes: ``SingleSpike`` ``v >= threshold`` (one a step), ``MultiSpike`` ``(v > 0) * trunc(v / threshold)``;
+- reset: ``MembraneReset`` ``v = v * (spikes == 0)``, ``MembraneSubtract`` ``v = v - spikes * threshold``;
+- floor: ``v = relu(v - min_v_mem) + min_v_mem`` (``ChipForm.membrane_floor``, or the 16-bit minimum);
+- sum pooling of the spikes (and of the input events, ``ChipForm.input_pool``) on the way to the next core.
+
+``fire_at_threshold`` lives in the quantised threshold (``quantize.py``: ``floor(scale) + 1`` for the
+strict test), so the integer test is ``v >= threshold_high`` either way.
+
+Exactness. On the quantised form every value is an integer: weights, biases, thresholds, floors,
+event counts. A sum of integers in floating point is exact while every partial sum stays below
+2**24 (float32) or 2**53 (float64), whatever order a convolution adds its terms in; ``trunc(v / th)``
+of integers below 2**24 is exact in float32 (``k - 1/th`` is more than half an ulp from ``k`` when
+``k * th < 2**24``). ``plan`` bounds, per layer, the most events an input entry receives in one step
+(the input's maximum times the pooling area; a layer's spikes a step times its pooling area), the
+largest synaptic input ``events * max_c sum |W_c| + max |b|``, and the largest state
+``max(threshold, |floor|) + input`` (plus ``T * input`` for one spike a step with subtraction, where
+the state can climb by the input every step), and runs in float32 only when every bound is below
+2**24, else float64. The results are then the same integers sinabs computes (itself exact only within
+its own float bound), so spikes, taps and counts are equal, not close.
+
+The float chip form (``quant=None``, the accuracy of the form before quantisation) runs the same
+floating-point operations as sinabs in float32; its convolutions may add in another order, so it is
+equal to sinabs up to float rounding, not proven bit for bit.
+
+Event-driven semantics (``semantics="event"``): Speck has no time steps. Every event reaching a
+core adds its kernel weight to each neuron it reaches; the neuron then compares with threshold_high
+and, at or above it, emits *one* spike and is reset (subtract or to zero); a state still above the
+threshold after the reset fires again only when the next event arrives (sinabs docs,
+``docs/speck/faqs/tips_for_training.md``: "Weight Clipping During Training", "Selection Of Spike
+Function"). So a neuron fires up to once per incoming event, several times inside one step of the
+binned input, and the result depends on the order of a step's events, which binning has lost. This
+engine runs that rule for a stated order: within a step the layers are processed one after the other
+(breadth-first, as SynSense's event simulator specksim does; the chip is depth-first,
+``docs/speck/specksim.md``), each neuron receives its events in raster order of its inputs
+(channel, row, column; repeated events of one input one after another), the bias (a leak, applied on
+the chip per tick of its slow clock) is applied once at the start of every step and may fire the
+neuron like an event, and the floor is applied after every update. It runs on the quantised form in
+float64 (exact for any reachable state) and is much slower than the stepped run; ``spikes_per_step``
+does not apply (the chip has no such setting).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options, fires_at_threshold
+from spikeport.deploy.speck.quantize import QuantisedForm
+from spikeport.deploy.speck.simulate import SimResult, fanout_map
+from spikeport.errors import ConfigError
+
+FLOAT32_EXACT = 2**24   # float32 holds every integer below this exactly
+FLOAT64_EXACT = 2**53
+SEMANTICS = ("stepped", "event")
+
+
+@dataclass
+class LayerPlan:
+    layer: ChipLayer
+    weight: torch.Tensor        # [C_out, C_in, k, k] float64 (integers on the quantised form)
+    bias: torch.Tensor | None   # [C_out] float64, None where every bias is 0
+    threshold: float
+    floor: float | None         # min_v_mem (None: no floor, float form only)
+    weight_sum: float           # max over output channels of sum |W|: a partial sum is at most events x this
+    bias_max: float
+    events_max: float           # most events one input entry can receive in a step (a priori)
+    input_max: float            # largest |synaptic input| of a neuron in a step (a priori)
+    state_max: float            # largest |v| (a priori)
+    fanout: torch.Tensor        # [C_in * H * W] float64: neurons each input entry reaches
+    dense: bool                 # the kernel covers the whole unpadded input: a matrix product
+    weight32: torch.Tensor | None = None  # float32 copies, where float32 is exact for them
+    bias32: torch.Tensor | None = None
+
+
+@dataclass
+class EnginePlan:
+    form: ChipForm
+    layers: list[LayerPlan]
+    dtype: torch.dtype          # the dtype the a priori bounds prove exact for every input
+    integer: bool               # the quantised form (exact) or the float chip form
+    timesteps: int
+    multi: bool                 # MultiSpike
+    subtract: bool              # MembraneSubtract
+
+    @property
+    def grows(self) -> bool:
+        """One spike a step with subtraction: the state can climb by the input every step."""
+        return self.subtract and not self.multi
+
+    @property
+    def bound(self) -> float:
+        """The largest magnitude any sum in the stepped run can reach, over all inputs."""
+        return max(max(p.state_max, p.input_max, p.events_max * self.timesteps) for p in self.layers)
+
+
+def _float_neuron(form: ChipForm) -> tuple[float, float | None]:
+    """(threshold, floor) of the float chip form, as ``simulate.build_chip_net`` gives sinabs."""
+    if fires_at_threshold(form):
+        threshold = 1.0
+    else:  # v > 1 as v >= the next float32 above 1
+        threshold = float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))
+    floor = None if form.membrane_floor is None else float(form.membrane_floor) * threshold
+    return threshold, floor
+
+
+def _state_max(threshold: float, floor: float | None, input_max: float, timesteps: int, grows: bool) -> float:
+    # after a step's reset v < threshold (or >= floor); with one spike a step and subtraction it
+    # can instead climb by the input every step
+    return max(threshold, abs(floor or 0.0)) + input_max * (timesteps + 1 if grows else 1)
+
+
+def plan(form: ChipForm, timesteps: int, quant: QuantisedForm | None = None, max_input: float = 1.0) -> EnginePlan:
+    """Weights, neuron constants and the bounds that prove the arithmetic exact (see the module notes)."""
+    check_neuron_options(form)
+    if quant is not None and len(quant.layers) != len(form.layers):
+        raise ConfigError(f"quantised form has {len(quant.layers)} layers, the chip form {len(form.layers)}")
+    multi, subtract = form.spikes_per_step == "multi", form.reset_mode == "subtract"
+    layers: list[LayerPlan] = []
+    events = float(max_input) * form.input_pool ** 2
+    for i, layer in enumerate(form.layers):
+        if quant is None:
+            weight, bias = layer.weight.double(), layer.bias.double()
+            threshold, floor = _float_neuron(form)
+        else:
+            q = quant.layers[i]
+            weight, bias = q.weight.double(), q.bias.double()
+            threshold, floor = float(q.threshold), float(q.min_v_mem)
+        weight_sum = float(weight.abs().sum((1, 2, 3)).max())
+        bias_max = float(bias.abs().max())
+        input_max = events * weight_sum + bias_max
+        state_max = _state_max(threshold, floor, input_max, timesteps, subtract and not multi)
+        _, h, w = layer.in_shape
+        dense = tuple(layer.weight.shape[-2:]) == (h, w) and tuple(layer.padding) == (0, 0)
+        layers.append(LayerPlan(layer=layer, weight=weight, bias=bias if bool((bias != 0).any()) else None,
+                                threshold=threshold, floor=floor, weight_sum=weight_sum, bias_max=bias_max,
+                                events_max=events, input_max=input_max, state_max=state_max,
+                                fanout=fanout_map(layer).flatten().repeat(layer.in_shape[0]), dense=dense))
+        per_neuron = math.floor(state_max / threshold) if multi else 1  # most spikes a neuron sends a step
+        events = float(per_neuron) * layer.pool ** 2
+    out = EnginePlan(form=form, layers=layers, dtype=torch.float32, integer=quant is not None,
+                     timesteps=timesteps, multi=multi, subtract=subtract)
+    if out.integer:
+        if out.bound >= FLOAT64_EXACT:
+            raise ConfigError(f"Speck engine: sums up to {out.bound:.3g} exceed float64's exact integers; "
+                              "this network and number of steps cannot be simulated exactly")
+        if out.bound >= FLOAT32_EXACT:
+            out.dtype = torch.float64
+        for p in layers:
+            if p.weight_sum < FLOAT32_EXACT and p.bias_max < FLOAT32_EXACT:
+                p.weight32 = p.weight.float()
+                p.bias32 = p.bias.float() if p.bias is not None else None
+    else:  # the float form: sinabs' float32 parameters as they are, and its convolution
+        for p in layers:
+            p.weight32, p.bias32 = p.layer.weight.float(), p.layer.bias.float()
+            p.dense = False
+    return out
+
+
+# --- time-stepped run --------------------------------------------------------------------------
+
+def _pool(h: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum pooling k x k, stride k, dropping a remainder (sinabs ``SumPool2d``) of [N, C, H, W]."""
+    if k == 1:
+        return h
+    n, c, hh, ww = h.shape
+    oh, ow = hh // k, ww // k
+    return h[:, :, :oh * k, :ow * k].reshape(n, c, oh, k, ow, k).sum((3, 5))
+
+
+def _synaptic(p: LayerPlan, h: torch.Tensor) -> torch.Tensor:
+    """h [T*b, C, H, W] -> synaptic input [T*b, C_out * OH * OW] (bias included), all steps at once,
+    in h's dtype (float32 only where ``_chunk`` has proven it exact)."""
+    lay = p.layer
+    if h.dtype == torch.float32:
+        w, bias = p.weight32, p.bias32
+    else:
+        w, bias = p.weight, p.bias
+    if p.dense:
+        w = w.reshape(w.shape[0], -1)
+        x = h.reshape(h.shape[0], -1)
+        return torch.addmm(bias, x, w.t()) if bias is not None else x @ w.t()
+    a = F.conv2d(h, w, bias, stride=lay.stride, padding=lay.padding)
+    return a.reshape(a.shape[0], -1)
+
+
+def _scan(plan_: EnginePlan, p: LayerPlan, a: torch.Tensor) -> None:
+    """Overwrite a [T, b, n] (synaptic input a step) with the spikes of each step."""
+    th, floor = p.threshold, p.floor
+    v = torch.zeros_like(a[0])
+    fired = torch.empty_like(v) if plan_.multi and not plan_.subtract else None
+    exact = plan_.integer
+    for k in range(a.shape[0]):
+        s = a[k]
+        v.add_(s)
+        if plan_.multi:
+            torch.div(v, th, rounding_mode="trunc", out=s)
+            s.clamp_(min=0)  # (v > 0) * trunc(v / th): trunc is <= 0 wherever v <= 0
+        else:
+            torch.ge(v, th, out=s)
+        if plan_.subtract:
+            v.sub_(s, alpha=th)           # v - spikes * th
+        elif fired is not None:
+            torch.gt(s, 0, out=fired)
+            v.addcmul_(v, fired, value=-1)  # v * (spikes == 0)
+        else:
+            v.addcmul_(v, s, value=-1)
+        if floor is not None:
+            if exact:
+                v.clamp_(min=floor)       # relu(v - floor) + floor on integers
+            else:
+                v.sub_(floor).clamp_(min=0).add_(floor)
+
+
+def _sum_steps(h: torch.Tensor, t: int, most: float) -> torch.Tensor:
+    """[T*b, ...] -> [b, m] summed over steps: a matrix-vector product, in float32 while the sums
+    (at most ``t * most``) are exact in it."""
+    m = h.reshape(t, -1)
+    if t * most >= FLOAT32_EXACT:
+        m = m.double()
+    elif m.dtype != torch.float32:
+        m = m.float()
+    return (torch.ones(t, dtype=m.dtype) @ m).reshape(h.shape[0] // t, -1).double()
+
+
+def _chunk(plan_: EnginePlan, x: torch.Tensor, semantics: str, record: bool) -> dict:
+    form, t = plan_.form, plan_.timesteps
+    b = x.shape[0]
+    event = semantics == "event"
+    # [b, T, ...] -> [T, b, C, H, W] (time-major: a step's neurons are contiguous for the scan)
+    h = x.transpose(0, 1).to(torch.float64 if event else torch.float32).reshape(t * b, *form.input_shape)
+    h = _pool(h, form.input_pool)
+    synops, spikes, events, taps, trains = [], [], [], {}, {}
+    for i, p in enumerate(plan_.layers):
+        lay = p.layer
+        most = float(h.max()) if h.numel() else 0.0   # events one input entry gets in a step, this chunk
+        per_entry = _sum_steps(h, t, most)            # [b, C_in*H*W] events per input entry
+        events.append(per_entry.sum(1))
+        synops.append(per_entry @ p.fanout)
+        if event:
+            s = _event_layer(plan_, p, h.reshape(t, b, *h.shape[1:]))
+        else:
+            # float32 where this chunk's events prove every partial sum below 2**24, else float64
+            f32 = not plan_.integer or (p.weight32 is not None and most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
+            a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64))
+            if plan_.integer and a.dtype == torch.float32:
+                peak = float(a.abs().max()) if a.numel() else 0.0
+                if _state_max(p.threshold, p.floor, peak, t, plan_.grows) >= FLOAT32_EXACT:
+                    a = a.double()
+            a = a.reshape(t, b, -1)
+            _scan(plan_, p, a)
+            s = a
+        s = s.reshape(t * b, *lay.out_shape)
+        spikes.append(_sum_steps(s, t, float(s.max()) if s.numel() else 0.0).sum(1))
+        pooled = _pool(s, lay.pool)
+        for tap in form.outputs:
+            if tap.layer == i:
+                src = pooled if tap.pooled else s
+                taps[tap.name] = src.reshape(t, b, *tap.shape).float()
+        if record:
+            trains[lay.name] = s.reshape(t, b, *lay.out_shape).float()
+        h = pooled
+    return {"synops": torch.stack(synops, 1), "spikes": torch.stack(spikes, 1), "events": torch.stack(events, 1),
+            "taps": taps, "trains": trains}
+
+
+# --- event-driven run --------------------------------------------------------------------------
+
+def _event_layer(plan_: EnginePlan, p: LayerPlan, h: torch.Tensor) -> torch.Tensor:
+    """h [T, b, C, H, W] input events a step -> spikes [T, b, C_out, OH, OW] under the per-event rule."""
+    lay = p.layer
+    t, b = h.shape[:2]
+    c_out, oh, ow = lay.out_shape
+    k = int(lay.weight.shape[-1])
+    w = p.weight.reshape(c_out, -1)                              # [C_out, C_in*k*k], unfold's order
+    bias = p.bias[None, :, None] if p.bias is not None else None
+    th, floor = p.threshold, p.floor
+    v = torch.zeros(b, c_out, oh * ow, dtype=torch.float64)
+    out = torch.zeros(t, b, c_out, oh * ow, dtype=torch.float64)
+    fired = torch.empty_like(v)
+
+    def update(count: torch.Tensor) -> None:
+        torch.ge(v, th, out=fired)
+        count.add_(fired)
+        if plan_.subtract:
+            v.sub_(fired, alpha=th)
+        else:
+            v.addcmul_(v, fired, value=-1)
+        if floor is not None:
+            v.clamp_(min=floor)
+
+    for step in range(t):
+        count = out[step]
+        if bias is not None:
+            v.add_(bias)
+            update(count)
+        u = F.unfold(h[step], k, padding=lay.padding, stride=lay.stride)  # [b, C_in*k*k, L]: raster order
+        most = u.amax((0, 2))
+        for j in torch.nonzero(most > 0).flatten().tolist():
+            col = u[:, j]                                         # [b, L] events of entry j
+            wj = w[:, j][None, :, None]
+            for r in range(int(most[j])):
+                v.addcmul_(wj, (col > r).to(torch.float64)[:, None, :])
+                update(count)
+    return out.reshape(t, b, c_out, oh, ow)
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def run(plan_: EnginePlan, inputs: torch.Tensor, *, batch_size: int = 32, threads: int | None = None,
+        semantics: str = "stepped", record: bool = False) -> SimResult:
+    """Run ``inputs`` [N, T, *nir input shape] (event counts) through the planned chip form.
+
+    Returns simulate's ``SimResult`` (taps [T, N, *shape], per-sample counts); ``record`` adds every
+    layer's spike trains (``SimResult.layers``, [T, N, C, H, W])."""
+    if semantics not in SEMANTICS:
+        raise ConfigError(f"Speck engine semantics '{semantics}': expected one of {', '.join(SEMANTICS)}")
+    if semantics == "event" and not plan_.integer:
+        raise ConfigError("the event-driven semantics runs the quantised form only (its states are integers)")
+    n, t = inputs.shape[:2]
+    if t != plan_.timesteps:
+        raise ConfigError(f"inputs have {t} steps, the engine was planned for {plan_.timesteps}")
+    x = inputs.detach()
+    workers = max(1, threads or torch.get_num_threads())
+    batch_size = max(1, min(batch_size, -(-n // workers)))  # a few samples still give every worker a chunk
+    starts = list(range(0, n, batch_size))
+    workers = min(workers, len(starts))
+
+    def work(i0: int) -> dict:
+        with torch.inference_mode():
+            return _chunk(plan_, x[i0:i0 + batch_size], semantics, record)
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over chunks, not inside each small op
+    try:
+        if workers == 1:
+            parts = [work(i) for i in starts]
+        else:
+            with ThreadPoolExecutor(workers) as ex:
+                parts = list(ex.map(work, starts))
+    finally:
+        torch.set_num_threads(prev)
+    taps = {tap.name: torch.cat([q["taps"][tap.name] for q in parts], 1) for tap in plan_.form.outputs}
+    trains = {p.layer.name: torch.cat([q["trains"][p.layer.name] for q in parts], 1)
+              for p in plan_.layers} if record else None
+    return SimResult(taps=taps, synops=torch.cat([q["synops"] for q in parts]),
+                     spikes=torch.cat([q["spikes"] for q in parts]),
+                     input_events=torch.cat([q["events"] for q in parts]), layers=trains)
+
+
+def spike_difference(stepped: SimResult, event: SimResult, names: list[str]) -> list[dict]:
+    """Per layer: spikes a sample under each semantics, and the relative difference."""
+    rows = []
+    for i, name in enumerate(names):
+        a = float(stepped.spikes[:, i].double().mean())
+        e = float(event.spikes[:, i].double().mean())
+        rows.append({"layer": name, "spikes_per_sample_stepped": a, "spikes_per_sample_event": e,
+                     "relative_difference": (e - a) / a if a > 0 else (0.0 if e == 0 else math.inf)})
+    return rows
+
