@@ -388,27 +388,62 @@ class BaselineEstimate:
         return weakest_kind([f.kind for f in self.figures])
 
 
-def ann_energy(work: AnnWorkload, profile: Profile) -> BaselineEstimate:
+def weight_residency(work: AnnWorkload, profile: Profile, value_bytes: float,
+                     resident: bool | None = None) -> tuple[FigureUse, str]:
+    """The energy a weight byte costs the baseline, and why: on-chip memory when the twin's weights
+    fit the profile's ``limits.on_chip_memory`` (and it prices ``energy.on_chip_weight_byte``),
+    else off-chip memory (``energy.weight_byte``) read once per inference. ``resident`` forces it."""
+    size = work.weight_values * value_bytes
+    has_chip = profile.has("limits", "on_chip_memory") and profile.has("energy", "on_chip_weight_byte")
+    if has_chip:
+        cap = profile.si("limits", "on_chip_memory", "size")
+        fits = size <= cap if resident is None else resident
+        if fits:
+            return (_use(profile, "energy", "on_chip_weight_byte", "energy/byte", "J/byte"),
+                    f"weights resident in on-chip memory ({size / 1e3:.4g} kB"
+                    + (f" <= {cap / 1e3:.4g} kB on chip)" if size <= cap else ", forced)"))
+        why = f"{size / 1e3:.4g} kB of weights" + (f" > {cap / 1e3:.4g} kB on chip" if size > cap else ", forced")
+    else:
+        if resident:
+            raise ConfigError(f"{_where(profile)}: missing key 'energy.on_chip_weight_byte' (weights resident "
+                              "on chip were asked for)")
+        why = "the profile gives no on-chip capacity"
+    return (_use(profile, "energy", "weight_byte", "energy/byte", "J/byte"),
+            f"every weight read once per inference from off-chip memory ({why})")
+
+
+def ann_energy(work: AnnWorkload, profile: Profile, *, int8: bool = False,
+               resident: bool | None = None) -> BaselineEstimate:
     """Dynamic joules per batch-1 inference of the ANN twin on a GPU/CPU profile, by term (idle
-    power is charged per mode, by ``baseline_modes``)."""
+    power is charged per mode, by ``baseline_modes``). ``int8``: the iso-precision twin (the chips
+    use 8-bit weights): ``energy.int8_mult + energy.int8_add`` a MAC and 1-byte values."""
     if profile.device == "chip":
         raise ConfigError(f"{profile.path or profile.name}: profile is a chip, not a GPU/CPU baseline")
-    e_mac = mac_energy(profile, dynamic=True)
-    e_w = _use(profile, "energy", "weight_byte", "energy/byte", "J/byte")
+    if int8:
+        mult = _use(profile, "energy", "int8_mult", "energy", "J")
+        add = _use(profile, "energy", "int8_add", "energy", "J")
+        e_mac = FigureUse("energy.int8_mac", mult.value + add.value, "J", weakest_kind([mult.kind, add.kind]),
+                          f"{mult.source}; {add.source}", derivation="int8_mult + int8_add")
+        vb = FigureUse("int8.value_bytes", 1.0, "bytes", "published", "8-bit weights and activations")
+    else:
+        e_mac = mac_energy(profile, dynamic=True)
+        vb = _use(profile, "limits", "value_bytes", "size", "bytes")
+    e_w, residency = weight_residency(work, profile, vb.value, resident)
     e_a = _use(profile, "energy", "activation_byte", "energy/byte", "J/byte")
-    vb = _use(profile, "limits", "value_bytes", "size", "bytes")
     terms = {"compute": work.macs * e_mac.value,
              "weight_memory": work.weight_values * vb.value * e_w.value,
              "activation_memory": work.activation_values * vb.value * e_a.value}
     assumptions = [
-        f"batch 1; {vb.value:g}-byte values",
-        "every weight read once per inference from off-chip memory",
+        f"batch 1; {vb.value:g}-byte values" + ("; int8 arithmetic (iso-precision with the chips' 8-bit weights)"
+                                                if int8 else ""),
+        residency,
         "each weight layer's output written once and read once through on-chip memory; input read once "
         "(activations and pooling fused into the weight layers)",
         "dynamic energy only in these terms; idle power is charged per mode (sensor_paced, throughput)",
         "no control or instruction overhead beyond the per-layer launch time",
     ]
-    return BaselineEstimate(profile.name, terms, [e_mac, e_w, e_a, vb], work, assumptions)
+    name = f"{profile.name}-int8" if int8 else profile.name
+    return BaselineEstimate(name, terms, [e_mac, e_w, e_a, vb], work, assumptions)
 
 
 TIMING_KEYS = ("peak_flops", "memory_bandwidth", "layer_overhead")

@@ -239,6 +239,45 @@ def _other_baselines(work: AnnWorkload, skip: str, estimates: dict[str, ChipEsti
 CROSSCHECKS = ("sanafe",)
 
 
+def _baseline_range(work: AnnWorkload, estimates: dict[str, ChipEstimate]) -> dict:
+    """The 45 nm baseline three ways (weights from DRAM, weights where its on-chip capacity puts them,
+    the int8 iso-precision twin) and each chip's ratio against each, in both modes: a range, since
+    where the weights live and at what precision the twin runs decide the verdict."""
+    profile = load_profile(SHORTCUT_PROFILE)
+    variants = {"fp32, weights from DRAM": ann_energy(work, profile, resident=False),
+                "fp32, weights where on-chip capacity puts them": ann_energy(work, profile),
+                "int8 (iso-precision), weights where on-chip capacity puts them": ann_energy(work, profile, int8=True)}
+    out: dict = {"profile": SHORTCUT_PROFILE, "variants": {}, "chips": {}}
+    for label, est in variants.items():
+        out["variants"][label] = {"joules_per_inference": est.total, "terms": est.terms, "notes": est.assumptions}
+    for chip, c in estimates.items():
+        sp, tp = c.sensor_paced().joules, c.throughput().joules
+        rows = {label: {"sensor_paced_ratio": _ratio_of(est.total, sp), "throughput_ratio": _ratio_of(est.total, tp),
+                        "dynamic_ratio": _ratio_of(est.total, c.dynamic)} for label, est in variants.items()}
+        out["chips"][chip] = {"variants": rows, **{
+            f"{mode}_range": [min(r[f"{mode}_ratio"] for r in rows.values()), max(r[f"{mode}_ratio"] for r in rows.values())]
+            for mode in ("sensor_paced", "throughput", "dynamic")}}
+    return out
+
+
+def _synop_band(est: ChipEstimate, profile: Profile) -> dict | None:
+    """A derived per-synop energy re-derived at the profile's low and high reference rates: the
+    chip's energy in both modes across that band (about an order of magnitude for Speck)."""
+    syn = next((f for f in est.figures if f.key == "energy.synop"), None)
+    keys = ("reference_synop_rate_low", "reference_synop_rate_high")
+    if syn is None or not syn.derivation or not all(profile.has("timing", k) for k in keys):
+        return None
+    rate = profile.si("timing", "reference_synop_rate", "rate")
+    band = {}
+    for k in keys:
+        e = syn.value * rate / profile.si("timing", k, "rate")
+        extra = est.synops * (e - syn.value)
+        band[k] = {"rate": profile.si("timing", k, "rate"), "synop_j": e,
+                   "sensor_paced_j": est.sensor_paced().joules + extra, "throughput_j": est.throughput().joules + extra}
+    return {"synop_j": syn.value, "band": band,
+            "label": "per-synop energy re-derived at the low and high reference rates of the profile"}
+
+
 def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
                host_profile: str = "cpu", crosscheck: str | None = None, crosscheck_samples: int = 4) -> Energy:
     """Write runs/X/report/energy.{json,md,png} for the given deployed chips; return the report.
@@ -284,6 +323,11 @@ def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
     for chip, found in checks.items():
         if found is not None:
             setattr(energy.chips[chip], "sanafe_check", found)  # an extra key of the chip's entry
+    setattr(energy, "baseline_range", _baseline_range(work, estimates))  # an extra key of energy.json
+    for chip, est in estimates.items():
+        band = _synop_band(est, profiles[chip])
+        if band is not None:
+            setattr(energy.chips[chip], "synop_band", band)
     if crosscheck == "sanafe":
         from spikeport.deploy.sanafe_crosscheck import crosscheck_or_hint
         for chip in chips:
@@ -455,6 +499,38 @@ def _modes_section(energy: Energy) -> list[str]:
     return lines
 
 
+def _range_rows(energy: Energy) -> list[str]:
+    rng = (energy.model_extra or {}).get("baseline_range")
+    if not rng:
+        return []
+    chips = list(rng["chips"])
+    lines = ["", "## The range: where the weights live, and at what precision", "",
+             f"The {rng['profile']} baseline three ways; ratio = baseline joules / chip joules, sensor-paced / "
+             "throughput (this baseline has no idle power, so its joules are the same in both modes).", "",
+             "| baseline | J / inference | " + " | ".join(f"{c}: sensor-paced / throughput" for c in chips) + " |",
+             "|" + "---|" * (2 + len(chips))]
+    for label, v in rng["variants"].items():
+        cells = [f"{_ratio(rng['chips'][c]['variants'][label]['sensor_paced_ratio'])} / "
+                 f"{_ratio(rng['chips'][c]['variants'][label]['throughput_ratio'])}" for c in chips]
+        lines.append(f"| {label} | {fmt_j(v['joules_per_inference'])} | " + " | ".join(cells) + " |")
+    for c in chips:
+        r = rng["chips"][c]
+        lines.append(f"- {c}: sensor-paced {_ratio(r['sensor_paced_range'][0])}-{_ratio(r['sensor_paced_range'][1])} "
+                     f"({ratio_words(r['sensor_paced_range'][0])} at worst, {ratio_words(r['sensor_paced_range'][1])} "
+                     f"at best); throughput {_ratio(r['throughput_range'][0])}-{_ratio(r['throughput_range'][1])}; "
+                     f"dynamic energy alone {_ratio(r['dynamic_range'][0])}-{_ratio(r['dynamic_range'][1])}")
+    for chip, c in energy.chips.items():
+        band = (c.model_extra or {}).get("synop_band")
+        if band:
+            lo, hi = band["band"]["reference_synop_rate_high"], band["band"]["reference_synop_rate_low"]
+            lines.append(f"- {chip}: the per-synop estimate ({fmt_j(band['synop_j'])}) rests on an assumed synop "
+                         f"rate; at {hi['rate']:.3g} to {lo['rate']:.3g} synops/s it is {fmt_j(hi['synop_j'])} to "
+                         f"{fmt_j(lo['synop_j'])}, and an inference {fmt_j(lo['sensor_paced_j'])}-"
+                         f"{fmt_j(hi['sensor_paced_j'])} sensor-paced, {fmt_j(lo['throughput_j'])}-"
+                         f"{fmt_j(hi['throughput_j'])} throughput")
+    return lines
+
+
 def _other_rows(energy: Energy) -> list[str]:
     other = energy.other_baselines or {}
     if not other:
@@ -522,6 +598,7 @@ def _sanafe_sim_lines(c: ChipEnergy) -> list[str]:
 
 
 def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[str, Stats]) -> str:
+    from spikeport.deploy.divergence import markdown_lines as divergence_lines
     b = energy.baseline
     lines = [f"# Energy report: {energy.run} ({energy.model})", "",
              "Energy per inference (one test sample) of each deployed chip, from the deployment's counts and "
@@ -542,6 +619,7 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
                  f"{fmt_j(b.throughput.joules_per_inference)} (batch {b.throughput.batch}) | 1x | "
                  f"{_secs(b.throughput.latency_s)} | {_rate(b.throughput.inferences_per_s)} | {b.kind} |")
     lines += _modes_section(energy)
+    lines += _range_rows(energy)
     lines += _other_rows(energy)
 
     lines += ["", f"## Baseline: {b.profile} ({b.kind})", ""]
@@ -601,6 +679,7 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
             lines += ["", "Approximations and notes:", *[f"- {n}" for n in c.notes]]
         lines += _sanafe_lines(c)
         lines += _sanafe_sim_lines(c)
+        lines += divergence_lines(st)  # per layer: where the chip's spikes leave the float model's
 
     sc = energy.shortcut or {}
     if sc:
