@@ -599,6 +599,7 @@ def _sanafe_sim_lines(c: ChipEnergy) -> list[str]:
 
 def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[str, Stats]) -> str:
     from spikeport.deploy.divergence import markdown_lines as divergence_lines
+    from spikeport.deploy.divergence import markdown_lines as divergence_lines
     b = energy.baseline
     lines = [f"# Energy report: {energy.run} ({energy.model})", "",
              "Energy per inference (one test sample) of each deployed chip, from the deployment's counts and "
@@ -679,6 +680,7 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
             lines += ["", "Approximations and notes:", *[f"- {n}" for n in c.notes]]
         lines += _sanafe_lines(c)
         lines += _sanafe_sim_lines(c)
+        lines += divergence_lines(st)  # per layer: where the chip's spikes leave the float model's
         lines += divergence_lines(st)  # per layer: where the chip's spikes leave the float model's
 
     sc = energy.shortcut or {}

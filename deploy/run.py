@@ -120,6 +120,8 @@ def deploy_run(run_dir: Path, target: str, engine: str | None = None, samples: i
         stats.host_macs_per_sample = inp.host.macs_per_sample
     stats.step_s = inp.step_s or inp.dt
     stats.conventions = (inp.conventions or Conventions()).to_dict()
+    from spikeport.deploy.divergence import attach
+    attach(stats, inp, profile)  # per layer: how far the chip's spikes are from the float model's
     if is_writer():
         write_json_atomic(inp.out_dir / "stats.json", stats)
     return stats

@@ -161,3 +161,61 @@ def sinabs_validator(layer: ChipLayer) -> str | None:
     except Exception as exc:  # sinabs raises bare Exception / Warning with the reason
         return str(exc)
     return None
+
+
+# --- event load per core -----------------------------------------------------------------------------
+#: sinabs docs (docs/speck/faqs/tips_for_training.md, "SynOps/s Bandwidth Constrains"): each core
+#: executes at most a certain number of synaptic operations per second, and when one core exceeds
+#: it the whole chip stalls. No figure is published there (nor in sinabs' overview, samna's
+#: reference or Yao et al. 2024). The published figure nearest to it is the latency of 3.36 us
+#: for one input event through a 9-layer network (Yao et al. 2024; the profile's
+#: ``timing.event_time``): a core that receives events faster than one per 3.36 us is flagged.
+#: That bound is conservative (the 3.36 us cover nine cores in turn); synops/s are reported too.
+LOAD_SOURCE = ("no per-core figure is published (sinabs docs tips_for_training.md: a core over its SynOps/s "
+               "bandwidth stalls the chip); bound used: 1 input event per timing.event_time = 3.36 us, the "
+               "published latency of one event through a 9-layer network (Yao et al. 2024)")
+
+
+def core_load(form, inputs, layer_spikes: dict, bin_s: float, profile) -> dict:
+    """Peak and mean input events/s and synops/s of each layer's core over ``bin_s`` bins.
+
+    ``inputs`` [N, T, *input shape] (event counts), ``layer_spikes`` layer -> [T, N, C, H, W]
+    spikes before pooling (``simulate(..., record=True)``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from spikeport.deploy.speck.simulate import fanout_map, to_chip_input
+
+    n, t = inputs.shape[:2]
+    event_time = profile.timing["event_time"].si() if "event_time" in getattr(profile, "timing", {}) else 3.36e-6
+    limit_events = 1.0 / event_time
+    rows, warnings = [], []
+    h = to_chip_input(form, inputs).double().reshape(n, t, *form.input_shape)      # [N, T, C, H, W]
+    if form.input_pool > 1:   # sum pooling of the input merges addresses, not events
+        k = form.input_pool
+        c, hh, ww = form.input_shape
+        h = F.avg_pool2d(h.reshape(n * t, c, hh, ww), k).mul(k * k).reshape(n, t, c, hh // k, ww // k)
+    for layer in form.layers:
+        events = h.sum((2, 3, 4))                                                   # [N, T]
+        synops = (h * fanout_map(layer)).sum((2, 3, 4))
+        peak_ev, peak_syn = float(events.max()) / bin_s, float(synops.max()) / bin_s
+        over = peak_ev > limit_events
+        rows.append({"layer": layer.name, "peak_events_per_s": peak_ev, "mean_events_per_s": float(events.mean()) / bin_s,
+                     "peak_synops_per_s": peak_syn, "mean_synops_per_s": float(synops.mean()) / bin_s,
+                     "of_limit": peak_ev / limit_events, "overloaded": bool(over)})
+        if over:
+            warnings.append(f"{layer.name}: its core receives up to {peak_ev:.3g} events/s (in a {bin_s:g} s bin), "
+                            f"above one event per {event_time * 1e6:.3g} us ({limit_events:.3g}/s): the core may stall")
+        if layer.name not in layer_spikes:
+            break
+        s = layer_spikes[layer.name].double().transpose(0, 1)                       # [N, T, C, H, W]
+        if s.dim() == 3:
+            s = s.reshape(n, t, *layer.out_shape)
+        if layer.pool > 1:
+            c, hh, ww = layer.out_shape
+            s = F.avg_pool2d(s.reshape(n * t, c, hh, ww), layer.pool).mul(layer.pool ** 2) \
+                .reshape(n, t, c, hh // layer.pool, ww // layer.pool)
+        h = s
+    return {"bin_s": bin_s, "limit_events_per_s": limit_events, "limit_synops_per_s": None,
+            "limit_kind": "conservative bound from a published latency", "limit_source": LOAD_SOURCE,
+            "layers": rows, "warnings": warnings}
