@@ -21,6 +21,7 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
+from spikeport.train.fused_neurons import leaky_cell_scan
 from spikeport.train.models.base import ModelOutput
 
 LayerSpec = dict[str, Any]
@@ -120,7 +121,7 @@ class ChipNativeSNN(nn.Module):
     def lif_names(self) -> list[str]:
         return [name for name, m in self.blocks.items() if isinstance(m, snn.Leaky)]
 
-    def forward(self, x: torch.Tensor, record: bool = False) -> ModelOutput:
+    def forward(self, x: torch.Tensor, record: bool = False, fused: bool | None = None) -> ModelOutput:
         """x: [B, T, *input_shape] -> ModelOutput(logits = output spike counts [B, C]).
 
         ``features`` holds the spike counts of the last hidden LIF layer; ``spikes`` (when
@@ -130,7 +131,14 @@ class ChipNativeSNN(nn.Module):
         call on the [T*B, ...] stack gives what T calls give step by step (larger matrix
         products, several times faster on a CPU); only the neurons (and recurrent weights) step
         through time. The results are those of the step-by-step order.
+
+        ``fused`` (default: the attribute ``fused_neurons``, True when unset): each LIF layer
+        without recurrent weights runs as one fused scan over its whole sequence
+        (``spikeport.train.fused_neurons``: snntorch's arithmetic and gradients, one autograd
+        node per layer); False steps every ``snn.Leaky`` cell through time as snntorch does.
         """
+        if fused is None:
+            fused = getattr(self, "fused_neurons", True)
         batch, steps = x.shape[0], x.shape[1]
         h = x.transpose(0, 1).reshape(steps * batch, *x.shape[2:])
         lif_names = self.lif_names
@@ -143,16 +151,18 @@ class ChipNativeSNN(nn.Module):
                 continue
             currents = h.reshape(steps, batch, *h.shape[1:])
             rec = self.recurrent[self.rec_of[name]] if name in self.rec_of else None
-            mem = torch.zeros_like(currents[0])
-            spk: torch.Tensor | None = None
-            out_steps = []
-            for t in range(steps):
-                cur = currents[t]
-                if rec is not None and spk is not None:
-                    cur = cur + rec(spk)
-                spk, mem = module(cur, mem)
-                out_steps.append(spk)
-            train = torch.stack(out_steps)  # [T, B, ...]
+            train = leaky_cell_scan(module, currents) if fused and rec is None else None
+            if train is None:  # recurrent weights (or a cell the scan does not cover): step it
+                mem = torch.zeros_like(currents[0])
+                spk: torch.Tensor | None = None
+                out_steps = []
+                for t in range(steps):
+                    cur = currents[t]
+                    if rec is not None and spk is not None:
+                        cur = cur + rec(spk)
+                    spk, mem = module(cur, mem)
+                    out_steps.append(spk)
+                train = torch.stack(out_steps)  # [T, B, ...]
             if name == feature_name:
                 features = train.sum(0).flatten(1)
             if record:
