@@ -5,10 +5,12 @@ The network is the one the Loihi target quantised and wrote to netx (``target.pr
 integers); the fast engine and SANA-FE (deploy/sanafe_sim.py) run the same first ``samples`` test
 samples. spikeport's energy is its model (deploy/energy.py) on the fast engine's counts of those
 samples with the chip's profile; SANA-FE's is what its simulator charged. Both are dynamic
-energy: SANA-FE's Loihi model has no static power.
+energy: SANA-FE's Loihi model has no static power. Graded input spikes (counts above 1 in a bin)
+are sent as single spikes to both, since SANA-FE's input model is binary.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,9 @@ def crosscheck_run(run: str | Path, chip: str = "loihi2", samples: int = DEFAULT
     inp = build_deploy_input(run, chip, "fast", samples)
     _, net, x, _ = prepare(inp, profile)
     x = x[:samples]
+    if net.input_bits:  # SANA-FE's input spikes are binary: both sides get the same binary spikes
+        net = dataclasses.replace(net, input_bits=0)
+        x = (x != 0).to(x.dtype)
     fast = run_fast(net, x)
     n, t = int(x.shape[0]), int(x.shape[1])
     totals, means = layer_counts(net, fast.input_events, fast.neuron_spikes, n, t)

@@ -22,10 +22,14 @@ potential quantisation is Lava's rounding toward zero):
 - input spikes: one SANA-FE input unit per input neuron (its spike train is held per unit), graded
   inputs sent as one spike (SANA-FE's input model is binary).
 
-SANA-FE resets the whole chip at once and runs every layer for all T + depth steps: a layer with
-a bias integrates it during the steps before its input arrives and after the sample ends, where
-the fast engine (local time, T steps a layer) does not. On a bias-free network the per-layer spike
-counts are the fast engine's exactly; on a biased one they can drift (reported, not hidden).
+SANA-FE resets the whole chip at once and runs every layer for all T + depth steps, where the fast
+engine runs each layer for its own T steps (local time: layer k's step t is SANA-FE's step t + k,
+plus one behind an input group). A bias left on would integrate during the steps before a
+layer's input arrives and after its sample ends, and drift. The run therefore goes step by step
+and switches each layer's bias on for its own T steps only; on a bias-free network no switching
+is needed and the per-layer spike counts are the fast engine's exactly. Current memory (0 <
+iDecay < 4096) keeps a current after a layer's window, which SANA-FE integrates on: such a
+network can drift (reported, not hidden).
 
 sanafe is imported in this module only, when a cross-check is asked for.
 """
@@ -249,10 +253,6 @@ def build(net: QuantNet, sanafe) -> _Built:
         g = snn.create_neuron_group(q.name, q.layer.neurons, soma_hw_name=SOMA,
                                     default_synapse_hw_name=SYNAPSE[kind], model_attributes=_neuron_attributes(q),
                                     log_spikes=True)
-        bias = _per_neuron_bias(q)
-        if bias is not None:
-            for k in np.flatnonzero(bias):
-                g.neurons[int(k)].set_attributes(model_attributes={"bias": float(bias[k])})
         groups[q.name] = g
         if not q.input_neurons:
             src, dst, w = conv_pairs(q) if q.layer.kind == "conv" else dense_pairs(q.weight)
@@ -275,14 +275,18 @@ def build(net: QuantNet, sanafe) -> _Built:
 
 
 # --- running --------------------------------------------------------------------------------
-def _count_trace(trace, names: dict[str, int], sizes: dict[str, int]) -> dict[str, np.ndarray]:
-    counts = {n: np.zeros(s, dtype=np.int64) for n, s in sizes.items()}
+def _count_trace(trace, counts: dict[str, np.ndarray]) -> None:
     for step in trace:
         for addr in step:
             c = counts.get(addr.group_name)
             if c is not None:
                 c[addr.neuron_offset] += 1
-    return counts
+
+
+def _set_bias(group, index: np.ndarray, values: np.ndarray | None) -> None:
+    """Switch a layer's biases on (``values``) or off (None) on the mapped neurons."""
+    for j, k in enumerate(index):
+        group[int(k)].set_attributes(model_attributes={"bias": 0.0 if values is None else float(values[j])})
 
 
 def run_sanafe(net: QuantNet, inputs: torch.Tensor, fast_spikes: dict[str, torch.Tensor] | None = None
@@ -292,17 +296,25 @@ def run_sanafe(net: QuantNet, inputs: torch.Tensor, fast_spikes: dict[str, torch
     sanafe = import_sanafe()
     n, t = int(inputs.shape[0]), int(inputs.shape[1])
     built = build(net, sanafe)
-    depth = len(net.layers)
-    steps = t + depth
+    # local time: layer k's step t runs at SANA-FE step t + offset (one step a synapse block)
+    offsets = [k + (1 if built.n_in else 0) for k in range(len(net.layers))]
+    steps = t + offsets[-1]
+    biases = []  # (mapped group, neuron indices, values, offset) of every biased layer
+    for q, off in zip(net.layers, offsets):
+        b = _per_neuron_bias(q)
+        if b is not None:
+            idx = np.flatnonzero(b)
+            biases.append((built.chip.mapped_neuron_groups[q.name], idx, b[idx], off))
     notes = []
     if net.input_bits:
         notes.append("graded input spikes sent to SANA-FE as one spike each (its input model is binary)")
     if any(0 < q.i_decay < DECAY_UNITY for q in net.layers):
         notes.append("current decay in floating point in SANA-FE, rounded toward zero in Lava: spikes can drift")
-    if any(_per_neuron_bias(q) is not None for q in net.layers):
-        notes.append("biased layers: SANA-FE runs every layer for all T + depth steps from one chip-wide reset, "
-                     "so a bias integrates for steps the fast engine does not run: spikes can drift")
+    if biases:
+        notes.append("biased layers: run step by step, each layer's bias on for its own T steps only "
+                     "(SANA-FE resets the whole chip at once and runs every layer for all T + depth steps)")
     sizes = {q.name: q.layer.neurons for q in net.layers}
+    starts = {off for *_, off in biases} | {off + t for *_, off in biases}
     totals = {name: np.zeros(s, dtype=np.int64) for name, s in sizes.items()}
     energy = dict.fromkeys(ENERGY_TERMS, 0.0)
     sim_time = 0.0
@@ -314,14 +326,24 @@ def run_sanafe(net: QuantNet, inputs: torch.Tensor, fast_spikes: dict[str, torch
             trains = (flat[i] != 0).T.numpy()  # [n_in, T]
             for k in range(built.n_in):
                 mapped_in[k].set_attributes(model_attributes={"spikes": trains[k].tolist()})
-        res = built.chip.sim(steps, spike_trace=True, processing_threads=1)
-        for k, v in _count_trace(res["spike_trace"], {}, sizes).items():
-            totals[k] += v
-        for term in ENERGY_TERMS:
-            energy[term] += float(res["energy"].get(term, 0.0))
-        sim_time += float(res["sim_time"])
-        for key in counts:
-            counts[key] += float(res.get(key, 0.0))
+        # without biases one call runs the sample; with them, a call between the switching points
+        cuts = sorted({0, steps, *(c for c in starts if c < steps)})
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            for group, idx, values, off in biases:
+                if a == off:
+                    _set_bias(group, idx, values)
+                elif a == off + t:
+                    _set_bias(group, idx, None)
+            res = built.chip.sim(b - a, spike_trace=True, processing_threads=1)
+            _count_trace(res["spike_trace"], totals)
+            for term in ENERGY_TERMS:
+                energy[term] += float(res["energy"].get(term, 0.0))
+            sim_time += float(res["sim_time"])
+            for key in counts:
+                counts[key] += float(res.get(key, 0.0))
+        for group, idx, _, off in biases:
+            if off + t >= steps:  # still on: off before the next sample
+                _set_bias(group, idx, None)
         built.chip.reset()
     if fast_spikes is None:
         from spikeport.deploy.loihi.fast_engine import run_fast

@@ -53,7 +53,6 @@ def test_sanafe_spikes_per_layer_equal_the_fast_engine_on_a_bias_free_net():
     rng = np.random.default_rng(0)
     conv = _conv(rng, 2, 4, 8, 1, 2, 200, v_decay=300)
     dense = _dense(rng, 4 * 4 * 4, 10, 300, v_decay=100)
-    dense.layer.name = "d"
     net = QuantNet((2, 8, 8), [conv, dense], 0)
     x = (torch.rand(3, 12, 2, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     fast = run_fast(net, x).neuron_spikes
@@ -66,6 +65,22 @@ def test_sanafe_spikes_per_layer_equal_the_fast_engine_on_a_bias_free_net():
     # SANA-FE charged every unit: synapses, neurons and messages all cost something
     assert sim.energy["synapse"] > 0 and sim.energy["soma"] > 0 and sim.energy["network"] > 0
     assert sim.step_time_s > 0 and sim.cores_used == 3  # one input core, one a layer
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sanafe") is None,
+                    reason="sanafe is not installed (pip install sanafe==2.2.9; requirements.txt pins it)")
+def test_biased_layers_switched_per_layer_window_equal_the_fast_engine():
+    """With biases (per channel on the conv, per neuron on the dense layer), each layer's bias is on for
+    its own T steps only: the spike totals stay the fast engine's, neuron by neuron."""
+    rng = np.random.default_rng(3)
+    conv = _conv(rng, 2, 3, 6, 1, 1, 300, v_decay=200, bias=np.array([20, -10, 35]))
+    dense = _dense(rng, 3 * 6 * 6, 4, 400)
+    dense.bias = np.array([30, 0, -20, 50])
+    net = QuantNet((2, 6, 6), [conv, dense], 0)
+    x = (torch.rand(2, 10, 2, 6, 6, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    fast = run_fast(net, x).neuron_spikes
+    sim = run_sanafe(net, x, fast_spikes=fast)
+    assert all(la.neurons_equal == 1.0 and la.sanafe_spikes > 0 for la in sim.layers), sim.layers
 
 
 def _make_run(tmp_path: Path) -> Path:
