@@ -12,8 +12,13 @@ Prints, in one run:
 2. the chip-native baseline trained with ``spikeport train``'s defaults (``--model baseline
    --chip-native --dataset nmnist``), its float accuracy on the hold-out;
 3. its export, deployed with ``deploy_run(run, target="loihi2")`` and ``target="speck"`` on the
-   same hold-out: accuracy and agreement with the float model;
-and ends with ``real nmnist: float <acc>, loihi2 <acc> (agree <a>), speck <acc> (agree <a>), n=<n>``.
+   same hold-out: accuracy and agreement with the float model, and the first layer whose spikes
+   diverge from the float model's (``stats.divergence``);
+4. the quantisation-aware variant: ``spikeport train ... --finetune-for speck --init-from RUN``
+   (a few epochs through Speck's integer arithmetic, leaving the model on Speck's grid, which is
+   also Loihi's), exported and deployed to both chips the same way;
+and ends with ``real nmnist: float <acc>, loihi2 <acc> (agree <a>), speck <acc> (agree <a>), n=<n>``
+for the model a user deploys: the quantisation-aware one (``--no-qat``: the plain one).
 Skips (exit 0) with a message when the data are absent.
 
 Run: ``.venv/bin/python bench/bench_real.py [--root DIR] [--run runs/bench_real] [--retrain]``.
@@ -74,6 +79,29 @@ def linear_baseline(root: Path) -> tuple[float, int, int]:
     return float((clf.predict(xh) == yh).mean()), len(y_fit), len(yh), best
 
 
+def deploy_both(run: Path, samples: int | None, export_run, deploy_run, label: str = "") -> dict:
+    """Export ``run`` and deploy it to Loihi 2 and Speck; prints each chip's figures."""
+    info = export_run(run)
+    print(f"{label}export: {run / 'export' / info.nir_file}, "
+          f"{'exact' if info.verification.exact else 'NOT exact'} round trip ({info.verification.runtime})")
+    chips = {}
+    for target in ("loihi2", "speck"):
+        t0 = time.perf_counter()
+        stats = deploy_run(run, target=target, samples=samples)
+        chips[target] = stats
+        div = (stats.model_extra or {}).get("divergence") or {}
+        worst = min((r for r in div.get("layers", []) if r["correlation"] is not None),
+                    key=lambda r: r["correlation"], default=None)
+        print(f"{label}{target} ({stats.engine}): accuracy {stats.accuracy:.4f} (float {stats.float_accuracy:.4f}), "
+              f"agreement with float {stats.agreement_with_float:.4f} on {stats.samples} held-out samples; "
+              f"first divergent layer {div.get('first_divergent')}"
+              + (f", lowest spike-count correlation {worst['correlation']:.3f} ({worst['layer']})" if worst else "")
+              + f" ({time.perf_counter() - t0:.0f} s)")
+        for w in (div.get("core_load") or {}).get("warnings", []):
+            print(f"  core load: {w}")
+    return chips
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_DATA, help="real N-MNIST folder")
@@ -81,6 +109,8 @@ def main() -> int:
     ap.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     ap.add_argument("--epochs", type=int, default=None, help="override the default epochs")
     ap.add_argument("--samples", type=int, default=None, help="deploy on this many held-out samples")
+    ap.add_argument("--no-qat", action="store_true", help="skip the quantisation-aware variant")
+    ap.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the quantisation-aware fine-tuning")
     args = ap.parse_args()
 
     root = dataset_root(args.root)
@@ -121,19 +151,24 @@ def main() -> int:
           f"{data.get('bin_s', 0) * 1e3:g} ms, augment x{data.get('augment')}; "
           f"best val {metrics.best_val_accuracy}, epoch {metrics.best_epoch}; trained in {metrics.wall_s:.0f} s)")
 
-    info = export_run(run)
-    print(f"export: {run / 'export' / info.nir_file}, "
-          f"{'exact' if info.verification.exact else 'NOT exact'} round trip ({info.verification.runtime})")
-    chips = {}
-    for target in ("loihi2", "speck"):
-        t0 = time.perf_counter()
-        stats = deploy_run(run, target=target, samples=args.samples)
-        chips[target] = stats
-        print(f"{target} ({stats.engine}): accuracy {stats.accuracy:.4f}, agreement with float "
-              f"{stats.agreement_with_float:.4f} on {stats.samples} held-out samples "
-              f"({time.perf_counter() - t0:.0f} s)")
-    lo, sp = chips["loihi2"], chips["speck"]
-    print(f"real nmnist: float {metrics.test_accuracy:.4f}, loihi2 {lo.accuracy:.4f} "
+    plain = deploy_both(run, args.samples, export_run, deploy_run)
+    final_float, final = metrics.test_accuracy, plain
+    if not args.no_qat:
+        qrun = run.parent / f"{run.name}_qat_speck"
+        if args.retrain or not (qrun / "metrics.json").is_file() or \
+                (qrun / "metrics.json").stat().st_mtime < (run / "metrics.json").stat().st_mtime:
+            t0 = time.perf_counter()
+            train_run(model="baseline", dataset="nmnist", out=qrun, chip_native=True, root=root, progress=False,
+                      finetune_for="speck", init_from=str(run), finetune_epochs=args.finetune_epochs, augment=0)
+            print(f"fine-tuned {qrun} for speck in {time.perf_counter() - t0:.0f} s")
+        qm = read_json_model(qrun / "metrics.json", Metrics)
+        ft = (qm.model_extra or {}).get("finetune", {})
+        print(f"quantisation-aware (--finetune-for speck --init-from {run.name}, {ft.get('epochs')} epochs, "
+              f"{ft.get('wall_s', 0):.0f} s): float on the chip grid {qm.test_accuracy:.4f} (val: rounded "
+              f"{ft.get('val_accuracy_rounded')}, fine-tuned {ft.get('val_accuracy')} at epoch {ft.get('best_epoch')})")
+        final_float, final = qm.test_accuracy, deploy_both(qrun, args.samples, export_run, deploy_run, "qat ")
+    lo, sp = final["loihi2"], final["speck"]
+    print(f"real nmnist: float {final_float:.4f}, loihi2 {lo.accuracy:.4f} "
           f"(agree {lo.agreement_with_float:.4f}), speck {sp.accuracy:.4f} "
           f"(agree {sp.agreement_with_float:.4f}), n={lo.samples}")
     return 0
