@@ -172,8 +172,20 @@ def _seed_plan(model: nn.Module, spec: dict[str, Any]) -> Plan:
                 host_state_prefixes=[f"backbone.{prefix}{n}." for n, _ in host_layers] + ["head."])
 
 
+def _chip_part_plan(model: nn.Module) -> Plan:
+    """A model that is only a chip part (S-CMRL's chip-native patch embedding of one modality,
+    BatchNorm already folded): all of it on chip; its head runs elsewhere (deploy.multi)."""
+    layers = fold_batchnorm(list(model.backbone.blocks.items()))
+    neurons = [n for n, m in layers if isinstance(m, snn.Leaky)]
+    return Plan(layers=layers, input_shape=list(model.input_shape), output_layer=neurons[-1],
+                chip_outputs=[neurons[-1]], chip_inputs=model.chip_inputs,
+                reference_spikes=lambda inputs: _strip(model(inputs, record=True).spikes, ("blocks.",)))
+
+
 def plan_partition(model: nn.Module, spec: dict[str, Any]) -> Plan:
     """The chip/host plan of a zoo model (chip-native: all on chip, no host)."""
+    if getattr(model, "chip_part", False):
+        return _chip_part_plan(model)
     if is_chip_native(model):
         layers, recurrent = chip_native_layers(model)
         return Plan(layers=layers, input_shape=list(model.input_shape), output_layer=model.lif_names[-1],

@@ -146,6 +146,48 @@ def run_data(run_dir: Path, spec: dict[str, Any], root: str | Path | None = None
             "bin_s": float(spec["dt"]) if single else None}
 
 
+PARTS_DIR = "parts"
+
+
+def part_runs(run_dir: str | Path) -> dict[str, Path]:
+    """The per-modality chip parts of a two-modality run (joint, S-CMRL): {modality: run folder}."""
+    parts = Path(run_dir) / PARTS_DIR
+    return {m: parts / m for m in ("visual", "audio") if (parts / m / "model.pt").is_file()}
+
+
+def export_parts(run_dir: Path, model: nn.Module, spec: dict[str, Any], samples: int = 8,
+                 root: str | Path | None = None) -> dict[str, ExportInfo]:
+    """A two-modality chip-native model as one chip part per modality.
+
+    joint: each modality's encoder (chip) + the shared trunk (host), a run of its own under
+    ``runs/X/parts/<modality>/`` (its model.pt holds exactly that path's weights), exported like
+    any seed model. S-CMRL: each modality's patch embedding with BatchNorm folded (chip only;
+    the attention head that reads both runs on the host at deploy time, ``deploy.multi``).
+    """
+    import shutil
+
+    from spikeport.train.checkpoint import MODEL_FILE, model_payload, save_checkpoint
+    if spec["model"] == "joint":
+        from spikeport.train.models.seed_a import joint_part as make_part
+        modalities = ("visual", "audio")
+    elif spec["model"] == "scmrl":
+        from spikeport.train.models.scmrl import chip_part as make_part
+        modalities = tuple(model.backbone.used)
+    else:
+        raise ConfigError(f"model {spec['model']!r} has no per-modality chip parts")
+    infos = {}
+    for modality in modalities:
+        part_spec, state = make_part(model, modality)
+        part_dir = Path(run_dir) / PARTS_DIR / modality
+        part_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(part_dir / MODEL_FILE, model_payload(part_spec, state, seed=int(spec.get("seed", 0)),
+                                                             epoch=0, val_accuracy=None))
+        if (Path(run_dir) / "config.yaml").is_file():  # the data's root and binning travel along
+            shutil.copyfile(Path(run_dir) / "config.yaml", part_dir / "config.yaml")
+        infos[modality] = export_run(part_dir, samples=samples, root=root)
+    return infos
+
+
 def export_run(run_dir: str | Path, samples: int = 8, root: str | Path | None = None) -> ExportInfo:
     """Export runs/X (see module doc); ``samples`` test samples verify the NIR round trip.
 
@@ -161,5 +203,8 @@ def export_run(run_dir: str | Path, samples: int = 8, root: str | Path | None = 
         dataset = spec["modalities"]["visual"]["dataset"]
     x, _ = load_tensors(dataset, "test", root=data["root"], timesteps=data["timesteps"],
                         max_samples=samples, seed=int(spec.get("seed", 0)), bin_s=data["bin_s"])
-    return export_model(model, spec, x, run_dir / "export", ann=load_ann_twin(run_dir, spec))
+    info = export_model(model, spec, x, run_dir / "export", ann=load_ann_twin(run_dir, spec))
+    if spec.get("chip_native") and spec["model"] in ("joint", "scmrl") and spec.get("part") is None:
+        export_parts(run_dir, model, spec, samples=samples, root=root)
+    return info
 

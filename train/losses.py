@@ -6,7 +6,8 @@
   ``-mean over pairs (i, j) with y_i == y_j of log_softmax(S)[i, j]`` (softmax over the visual
   candidates j of each audio anchor i).
 - ``model_loss(spec, output, y)``: CE on the logits plus the model's extra terms; ``joint``
-  scores labels mod ``num_classes``; ``scmrl`` uses label-smoothed CE.
+  scores labels mod ``num_classes``; ``scmrl`` uses label-smoothed CE, plus SAO unless
+  ``sao_weight`` is 0 or the model sees one modality (``inputs``).
 """
 from __future__ import annotations
 
@@ -73,10 +74,13 @@ def model_loss(spec: dict[str, Any], output: ModelOutput, y: torch.Tensor) -> to
         return ce + float(spec.get("scl_weight", 0.1)) * supcon_loss(
             output.features, y, float(spec.get("scl_temperature", 0.07)))
     if model == "scmrl":
+        ce = F.cross_entropy(logits, y, label_smoothing=float(spec.get("label_smoothing", 0.1)))
+        weight = float(spec.get("sao_weight", 1.0))
+        if weight == 0 or spec.get("inputs", "both") != "both":
+            return ce  # SAO off (ablation), or one modality alone: nothing to align
         if "f_a" not in output.extra or "f_v" not in output.extra:
             raise ConfigError("model 'scmrl': the model output lacks extra['f_a'] / extra['f_v'] for the SAO loss")
-        ce = F.cross_entropy(logits, y, label_smoothing=float(spec.get("label_smoothing", 0.1)))
-        return ce + float(spec.get("sao_weight", 1.0)) * sao_loss(
+        return ce + weight * sao_loss(
             output.extra["f_a"], output.extra["f_v"], y, float(spec.get("sao_tau", 0.07)))
     raise ConfigError(f"spec key model: {model!r} has no loss; known: "
                       f"{', '.join(CE_MODELS + ('scl', 'scmrl'))}")

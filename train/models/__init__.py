@@ -25,11 +25,12 @@ SEED_A_MODELS = ("baseline", "scl", "hopfield", "hgrn", "hybrid", "joint")
 MODEL_NAMES = SEED_A_MODELS + ("scmrl",)
 #: Models with a chip-native variant. ``baseline`` and ``scl`` are then a bare ``ChipNativeSNN``
 #: (deploys whole); the head models get a chip-native backbone plus their host head.
-CHIP_NATIVE_MODELS = SEED_A_MODELS
+CHIP_NATIVE_MODELS = SEED_A_MODELS + ("scmrl",)
 WHOLE_CHIP_MODELS = ("baseline", "scl")
-#: Chip-native models whose integrate-and-fire backbone gets INIT_GAIN and CHIP_NATIVE_LR (all
-#: but joint): on nmnist-embedded at 8 epochs it lifted hopfield from 0.75 to 0.90 test accuracy.
-GAINED_MODELS = WHOLE_CHIP_MODELS + ("hopfield", "hgrn", "hybrid")
+#: Chip-native models whose integrate-and-fire backbone gets INIT_GAIN and CHIP_NATIVE_LR: on
+#: nmnist-embedded at 8 epochs it lifted hopfield from 0.75 to 0.90 test accuracy; joint gets
+#: each modality's gain on its own encoder.
+GAINED_MODELS = WHOLE_CHIP_MODELS + ("hopfield", "hgrn", "hybrid", "joint")
 #: Gain on the default initial weights of whole-chip models: with it every integrate-and-fire
 #: layer fires at a few percent on the embedded data at initialisation (measured per layer;
 #: at gain 1 the deeper visual layers fire < 1% and the output ignores the input).
@@ -138,9 +139,18 @@ AUDIO_PAPER: list[dict[str, Any]] = [
 
 def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool = False, *,
                  seed: int = 0, timesteps: int | None = None, width: str = "small",
-                 beta: float | None = None) -> dict[str, Any]:
-    """The full spec of ``model`` on ``dataset`` (dataset fields from ``spikeport.data.registry``)."""
+                 beta: float | None = None, readout: str | None = None,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full spec of ``model`` on ``dataset`` (dataset fields from ``spikeport.data.registry``).
+
+    ``readout`` (head models hopfield/hgrn/hybrid/joint): "current" (default) or "spike" (the
+    seed's single-step spiking readout, for faithful reproduction). ``options``: architecture
+    keys of the model's own defaults to set (e.g. S-CMRL's ``ccssa``, ``sao_weight``,
+    ``inputs``; seed A's ``hopfield_temperature``), checked by the model's ``fill_defaults``."""
     check_model_name(model)
+    if readout is not None and model not in ("hopfield", "hgrn", "hybrid", "joint"):
+        raise ConfigError(f"readout: only the head models (hopfield, hgrn, hybrid, joint) have a readout "
+                          f"to choose; {model!r} reads its output spike counts")
     if chip_native and model not in CHIP_NATIVE_MODELS:
         raise ConfigError(f"chip_native: model {model!r} has no chip-native variant; "
                           f"chip-native models: {', '.join(CHIP_NATIVE_MODELS)}")
@@ -162,7 +172,9 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
             m["timesteps"] = int(timesteps)
     spec: dict[str, Any] = {"model": model, "chip_native": bool(chip_native), "ann": bool(ann),
                             **fields, "seed": int(seed)}
-    if chip_native:
+    if chip_native and model == "scmrl":
+        pass  # its chip-native patch embeddings are described by scmrl.fill_defaults
+    elif chip_native:
         spec["width"] = width
         if model == "joint":
             for mod in ("visual", "audio"):
@@ -171,16 +183,29 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
             spec["layers"] = chip_native_layers(spec["modality"], spec["num_classes"], width)
         spec["beta"] = 1.0 if beta is None else float(beta)
         spec["threshold"] = 1.0
-        if model in GAINED_MODELS:
+        if model == "joint":
+            spec["init_gain"] = dict(INIT_GAIN)
+        elif model in GAINED_MODELS:
             spec["init_gain"] = INIT_GAIN[spec["modality"]]
     elif beta is not None:
         spec["beta"] = float(beta)
+    if options:
+        if ann or (chip_native and model in WHOLE_CHIP_MODELS):
+            raise ConfigError(f"model_options: {model!r}{' (ANN twin)' if ann else ''} has no options to set")
+        module = importlib.import_module(f"spikeport.train.models.{'scmrl' if model == 'scmrl' else 'seed_a'}")
+        unknown = sorted(set(options) - set(module.DEFAULTS))
+        if unknown:
+            raise ConfigError(f"model_options: unknown key(s) {', '.join(unknown)} for {model!r}; "
+                              f"valid: {', '.join(sorted(module.DEFAULTS))}")
+        spec.update(copy.deepcopy(dict(options)))
     if ann:
         spec["layers"] = ann_layers(spec)
     elif model == "scmrl":
         # The zoo fills every architecture key, so the stored spec pins the model down.
         spec = importlib.import_module("spikeport.train.models.scmrl").fill_defaults(spec)
     elif not (chip_native and model in WHOLE_CHIP_MODELS):
+        if readout is not None:
+            spec["readout"] = readout
         spec = importlib.import_module("spikeport.train.models.seed_a").fill_defaults(spec)
     return spec
 

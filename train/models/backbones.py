@@ -155,4 +155,9 @@ def build_seed_backbone(spec: dict[str, Any], modality: str, with_output: bool) 
         conv, hidden = [], spec["audio_hidden"]
     return SeedSNN(shape, conv, hidden, spec["num_classes"] if with_output else None,
                    kernel_size=spec["kernel_size"], beta=spec["beta"], threshold=spec["threshold"],
-                   init_gain=spec.get("init_gain", 1.0))
+                   init_gain=_gain(spec.get("init_gain", 1.0), modality))
+
+
+def _gain(gain: float | dict[str, float], modality: str) -> float:
+    # joint may give one gain per modality
+    return float(gain.get(modality, 1.0)) if isinstance(gain, dict) else float(gain)

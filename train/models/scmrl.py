@@ -44,6 +44,21 @@ embeddings contain MaxPool and BatchNorm: BN folds into the convs, MaxPool is no
 
 Loss (``losses.model_loss``): label-smoothed CE (0.1) + SAO alignment loss on ``extra["f_a"]``,
 ``extra["f_v"]``: the audio and visual CCSSA branches averaged over tokens and T, [B, E].
+
+Switches (spec keys, for the paper's ablation and its unimodal references):
+
+- ``ccssa: false``: no cross-modal residual; each modality's tokens go straight to its MLP
+  block. The SAO loss then aligns the two modalities' own token means (there is no branch).
+- ``sao_weight: 0``: no SAO loss (label-smoothed CE alone).
+- ``inputs: "visual"`` / ``"audio"``: one modality alone (patch embedding, MLP block, head),
+  the reference S-CMRL's fusion must beat on the same pairs; no cross-modal block, no SAO.
+- ``chip_native: true``: patch embeddings the chips carry (``ChipPatchEmbed``): every max
+  pool replaced by a stride-2 convolution, integrate-and-fire neurons with reset to zero (the
+  chip-native rule of the zoo), BatchNorm kept for training and folded at export. The last
+  stage is an unpadded convolution whose kernel lands on ``token_grid`` (visual 5x5 -> 3x3
+  with 3x3, audio 4x4 -> 3x3 with 2x2), so both modalities give the same tokens. The
+  positional branch (Conv-BN-LIF on the tokens, added to them) runs on the host with the
+  attention, since adding two spike trains is a host operation.
 """
 from __future__ import annotations
 
@@ -75,7 +90,11 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.1,
     "sao_tau": 0.07,
     "sao_weight": 1.0,
+    "ccssa": True,            # False: the cross-modal residual is off (ablation)
+    "inputs": "both",         # "visual" / "audio": one modality alone (unimodal reference)
+    "chip_native": False,     # True: ChipPatchEmbed (strided convs, IF neurons; deploys to the chips)
 }
+INPUTS = ("both", "visual", "audio")
 
 
 def _square_factors(n: int) -> list[int]:
@@ -112,6 +131,13 @@ def fill_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     for key in ("tau", "threshold", "attn_threshold", "surrogate_alpha", "sao_tau", "mlp_ratio"):
         if float(out[key]) <= 0:
             raise ConfigError(f"spec key {key}: must be > 0, got {out[key]}")
+    if out["inputs"] not in INPUTS:
+        raise ConfigError(f"spec key inputs: {out['inputs']!r} is not one of {', '.join(INPUTS)}")
+    for key in ("ccssa", "chip_native"):
+        if not isinstance(out[key], bool):
+            raise ConfigError(f"spec key {key}: must be true or false, got {out[key]!r}")
+    if float(out["sao_weight"]) < 0:
+        raise ConfigError(f"spec key sao_weight: must be >= 0, got {out['sao_weight']}")
     if not 0.0 <= float(out["label_smoothing"]) < 1.0:
         raise ConfigError(f"spec key label_smoothing: must lie in [0, 1), got {out['label_smoothing']}")
     return out
@@ -155,16 +181,23 @@ class MultiStepLIF(nn.Module):
     def __init__(self, tau: float = 2.0, threshold: float = 1.0, alpha: float = 4.0) -> None:
         super().__init__()
         self.tau = float(tau)
-        self.lif = snn.Leaky(beta=1.0 - 1.0 / tau, threshold=threshold, reset_mechanism="zero",
-                             reset_delay=False, spike_grad=sigmoid_surrogate(alpha), init_hidden=False)
+        self.beta = 1.0 - 1.0 / self.tau
+        self.threshold = float(threshold)
+        self.alpha = float(alpha)
         self.keep = False
         self.last: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # snntorch Leaky(beta = 1 - 1/tau, reset "zero", reset_delay False) fed x / tau, step for
+        # step in its own float order, written out: a third of its operations per step (this
+        # model runs ~30 of these layers over T steps, and the loop dominates its CPU time).
         mem = torch.zeros_like(x[0])
         out = []
+        scaled = x / self.tau
         for t in range(x.shape[0]):
-            spk, mem = self.lif(x[t] / self.tau, mem)
+            mem = self.beta * mem + scaled[t]
+            spk = SigmoidSurrogate.apply(mem - self.threshold, self.alpha)
+            mem = mem - spk * mem
             out.append(spk)
         spikes = torch.stack(out)
         if self.keep:
@@ -301,18 +334,110 @@ class SpikingMLPBlock(nn.Module):
         return x + self.fc2(self.fc1(x))
 
 
-class ScmrlEncoders(nn.Module):
-    """The spiking part: one patch embedding per modality. forward(xv, xa) -> (tokens_v, tokens_a),
-    each [T, B, E, N] per-step spike trains."""
+class ChipPatchEmbed(nn.Module):
+    """Chip-native patch embedding: [T, B, C, H, W] -> stage-4 spike maps [T, B, E, g, g].
+
+    ``blocks``: conv1, bn1, lif1, ..., conv4, bn4, lif4 (the names of the NIR nodes once the
+    BatchNorms are folded; with ``folded`` the convs carry the folded bias and there is no BN).
+    Stages 1-3: Conv3x3 stride 2 padding 1; stage 4: an unpadded convolution whose kernel maps
+    the stage-3 map onto ``token_grid``. Neurons: snntorch Leaky with beta 1 (integrate and
+    fire), threshold 1, reset to zero, as every chip-native layer of the zoo.
+    """
+
+    def __init__(self, input_shape: list[int], spec: dict, folded: bool = False) -> None:
+        super().__init__()
+        from snntorch import surrogate
+        self.input_shape = [int(s) for s in input_shape]
+        e = int(spec["embed_dim"])
+        widths = [e // 8, e // 4, e // 2, e]
+        c, h, w = self.input_shape
+        grid = [int(g) for g in spec["token_grid"]]
+        self.blocks = nn.ModuleDict()
+        for i, width in enumerate(widths, 1):
+            if i < 4:
+                conv = nn.Conv2d(c, width, 3, 2, 1, bias=folded)
+                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+            else:
+                kernel = (h - grid[0] + 1, w - grid[1] + 1)
+                if min(kernel) < 1:
+                    raise ConfigError(f"spec key token_grid: {grid} is larger than the stage-3 map {h}x{w} "
+                                      f"of input {self.input_shape}")
+                conv = nn.Conv2d(c, width, kernel, 1, 0, bias=folded)
+                h, w = grid
+            self.blocks[f"conv{i}"] = conv
+            if not folded:
+                self.blocks[f"bn{i}"] = nn.BatchNorm2d(width)
+            self.blocks[f"lif{i}"] = snn.Leaky(beta=1.0, threshold=float(spec["threshold"]), reset_mechanism="zero",
+                                               spike_grad=surrogate.atan(), init_hidden=False)
+            c = width
+        self.output_shape = [c, h, w]
+
+    @property
+    def lif_names(self) -> list[str]:
+        return [n for n, m in self.blocks.items() if isinstance(m, snn.Leaky)]
+
+    def forward(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: [T, B, C, H, W] -> lif4's spikes [T, B, E, g, g]; ``record`` gets every LIF's train."""
+        steps, batch = x.shape[:2]
+        h = x.flatten(0, 1)
+        for name, m in self.blocks.items():
+            if not isinstance(m, snn.Leaky):
+                h = m(h)
+                continue
+            cur = h.reshape(steps, batch, *h.shape[1:])
+            mem = torch.zeros_like(cur[0])
+            out = []
+            for t in range(steps):
+                spk, mem = m(cur[t], mem)
+                out.append(spk)
+            train = torch.stack(out)
+            if record is not None:
+                record[name] = train
+            h = train.flatten(0, 1)
+        return h.reshape(steps, batch, *h.shape[1:])
+
+
+class PositionalBranch(nn.Module):
+    """The chip-native embedding's positional branch, on the host: maps + LIF(BN(conv(maps)))."""
 
     def __init__(self, spec: dict) -> None:
         super().__init__()
-        self.visual = SpikingPatchEmbed(spec["input_shapes"]["visual"][0], spec)
-        self.audio = SpikingPatchEmbed(1, spec)
+        e = int(spec["embed_dim"])
+        self.conv = nn.Conv2d(e, e, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(e)
+        self.lif = _lif(spec)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """[T, B, E, g, g] spike maps -> tokens [T, B, E, N]."""
+        rpe = self.lif(_per_step(lambda z: self.bn(self.conv(z)), maps))
+        return (maps + rpe).flatten(3)
+
+
+def _modalities(spec: dict) -> tuple[str, ...]:
+    return ("visual", "audio") if spec["inputs"] == "both" else (spec["inputs"],)
+
+
+class ScmrlEncoders(nn.Module):
+    """The spiking part: one patch embedding per modality used. forward(xv, xa) -> (tokens_v,
+    tokens_a): per-step spike trains [T, B, E, N] (chip-native: stage-4 maps [T, B, E, g, g]);
+    None for a modality the spec does not use."""
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
         self.input_shapes = spec["input_shapes"]
         self.audio_map = list(spec["audio_map"])
+        self.chip_native = bool(spec["chip_native"])
+        self.used = _modalities(spec)
+        shapes = {"visual": list(self.input_shapes["visual"]), "audio": [1, *self.audio_map]}
+        for m in self.used:
+            enc = ChipPatchEmbed(shapes[m], spec) if self.chip_native else SpikingPatchEmbed(shapes[m][0], spec)
+            setattr(self, m, enc)
 
-    def forward(self, xv: torch.Tensor, xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def audio_image(self, xa: torch.Tensor) -> torch.Tensor:
+        """[B, T, N] audio -> [T, B, 1, H, W] (channels in frequency order, rows of adjacent ones)."""
+        return xa.transpose(0, 1).reshape(xa.shape[1], xa.shape[0], 1, *self.audio_map)
+
+    def forward(self, xv: torch.Tensor, xa: torch.Tensor):
         for name, x in (("visual", xv), ("audio", xa)):
             if x.dim() != len(self.input_shapes[name]) + 2 or list(x.shape[2:]) != self.input_shapes[name]:
                 raise ConfigError(f"scmrl: {name} input must be [B, T, {self.input_shapes[name]}], "
@@ -320,31 +445,49 @@ class ScmrlEncoders(nn.Module):
         if xv.shape[:2] != xa.shape[:2]:
             raise ConfigError(f"scmrl: visual and audio inputs need the same batch and time steps, "
                               f"got {list(xv.shape[:2])} and {list(xa.shape[:2])}")
-        tv = self.visual(xv.transpose(0, 1))
-        a = xa.transpose(0, 1).reshape(xa.shape[1], xa.shape[0], 1, *self.audio_map)
-        return tv, self.audio(a)
+        tv = self.visual(xv.transpose(0, 1)) if "visual" in self.used else None
+        ta = self.audio(self.audio_image(xa)) if "audio" in self.used else None
+        return tv, ta
 
 
 class ScmrlHead(nn.Module):
-    """Host part: cross-modal blocks, spiking MLP blocks, pooling, Linear."""
+    """Host part: (chip-native: positional branches), cross-modal blocks, spiking MLP blocks,
+    pooling, Linear."""
 
     def __init__(self, spec: dict) -> None:
         super().__init__()
-        self.block_audio = CrossModalBlock(spec)
-        self.block_visual = CrossModalBlock(spec)
-        self.mlp_audio = SpikingMLPBlock(spec)
-        self.mlp_visual = SpikingMLPBlock(spec)
+        self.used = _modalities(spec)
+        self.ccssa = bool(spec["ccssa"]) and len(self.used) == 2
+        for m in self.used:
+            if spec["chip_native"]:
+                setattr(self, f"rpe_{m}", PositionalBranch(spec))
+            if self.ccssa:
+                setattr(self, f"block_{m}", CrossModalBlock(spec))
+            setattr(self, f"mlp_{m}", SpikingMLPBlock(spec))
+        self.chip_native = bool(spec["chip_native"])
         self.fc = nn.Linear(int(spec["embed_dim"]), int(spec["num_classes"]))
         nn.init.trunc_normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, tv: torch.Tensor, ta: torch.Tensor):
-        a, branch_a = self.block_audio(ta, tv)
-        v, branch_v = self.block_visual(tv, ta)
-        a = self.mlp_audio(a).mean(-1)     # [T, B, E]
-        v = self.mlp_visual(v).mean(-1)
-        fused = (a + v).mean(0)            # [B, E]
-        return self.fc(fused), fused, branch_a.mean(-1).mean(0), branch_v.mean(-1).mean(0)
+    def forward(self, tv: torch.Tensor | None, ta: torch.Tensor | None):
+        """-> (logits, fused features [B, E], f_a, f_v); f_a / f_v are None for one modality."""
+        tokens = {"visual": tv, "audio": ta}
+        if self.chip_native:
+            tokens = {m: getattr(self, f"rpe_{m}")(tokens[m]) for m in self.used}
+        branches = {}
+        if self.ccssa:
+            a, branches["audio"] = self.block_audio(tokens["audio"], tokens["visual"])
+            v, branches["visual"] = self.block_visual(tokens["visual"], tokens["audio"])
+            tokens = {"audio": a, "visual": v}
+        pooled = {m: getattr(self, f"mlp_{m}")(tokens[m]).mean(-1) for m in self.used}  # [T, B, E]
+        fused = sum(pooled.values()).mean(0)            # [B, E]
+        if len(self.used) < 2:
+            return self.fc(fused), fused, None, None
+        if self.ccssa:
+            f_a, f_v = (branches[m].mean(-1).mean(0) for m in ("audio", "visual"))
+        else:  # no branch to align: the modalities' own features
+            f_a, f_v = pooled["audio"].mean(0), pooled["visual"].mean(0)
+        return self.fc(fused), fused, f_a, f_v
 
 
 class SCMRL(nn.Module):
@@ -356,7 +499,8 @@ class SCMRL(nn.Module):
 
     def forward(self, x, record: bool = False) -> ModelOutput:
         """x: (xv [B, T, C, H, W], xa [B, T, N]) -> ModelOutput(logits, features = fused [B, E],
-        extra = {f_a, f_v} for the alignment loss, spikes = every LIF [T, B, ...] if record)."""
+        extra = {f_a, f_v} for the alignment loss (both modalities only), spikes = every LIF
+        [T, B, ...] if record)."""
         if not isinstance(x, (tuple, list)) or len(x) != 2:
             raise ConfigError("scmrl takes a pair (visual [B, T, C, H, W], audio [B, T, N])")
         lifs = {name: m for name, m in self.named_modules() if isinstance(m, MultiStepLIF)}
@@ -369,9 +513,74 @@ class SCMRL(nn.Module):
             spikes = {name: m.last for name, m in lifs.items()} if record else None
             for m in lifs.values():
                 m.keep, m.last = False, None
-        return ModelOutput(logits=logits, features=fused, spikes=spikes, extra={"f_a": f_a, "f_v": f_v})
+        if record and self.backbone.chip_native:  # the chip stages' trains, by module path
+            for mod in self.backbone.used:
+                got: dict[str, torch.Tensor] = {}
+                enc = getattr(self.backbone, mod)
+                enc(x[0].transpose(0, 1) if mod == "visual" else self.backbone.audio_image(x[1]), got)
+                spikes.update({f"backbone.{mod}.blocks.{k}": v for k, v in got.items()})
+        extra = {} if f_a is None else {"f_a": f_a, "f_v": f_v}
+        return ModelOutput(logits=logits, features=fused, spikes=spikes, extra=extra)
 
 
-def build_scmrl(spec: dict[str, Any]) -> SCMRL:
-    """An S-CMRL model from its spec (defaults filled in; see ``fill_defaults``)."""
-    return SCMRL(fill_defaults(spec))
+class ScmrlChipPart(nn.Module):
+    """One modality's chip-native patch embedding, BatchNorm folded, as its own model: what a
+    chip runs for S-CMRL (spec key ``part``: visual | audio). Input: the audio-visual pair (or
+    the modality's tensor); logits: the stage-4 spike counts [B, E * N] (the chip's output; the
+    S-CMRL head reads the trains on the host)."""
+
+    chip_part = True
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
+        self.spec = spec
+        self.part = spec["part"]
+        shape = list(spec["input_shapes"]["visual"]) if self.part == "visual" else [1, *spec["audio_map"]]
+        self.backbone = ChipPatchEmbed(shape, spec, folded=True)
+        self.input_shape = self.backbone.input_shape
+        self.audio_map = list(spec["audio_map"])
+
+    def chip_inputs(self, x) -> torch.Tensor:
+        """The pair (or this modality's [B, T, ...]) -> the chip's input [B, T, *input_shape]."""
+        if isinstance(x, (tuple, list)):
+            x = x[0] if self.part == "visual" else x[1]
+        return x.reshape(x.shape[0], x.shape[1], *self.input_shape)
+
+    def forward(self, x, record: bool = False) -> ModelOutput:
+        got: dict[str, torch.Tensor] = {}
+        maps = self.backbone(self.chip_inputs(x).transpose(0, 1), got)
+        return ModelOutput(logits=maps.sum(0).flatten(1), spikes={f"blocks.{k}": v for k, v in got.items()}
+                           if record else None)
+
+
+def chip_part(model: SCMRL, modality: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(spec, state_dict) of ``modality``'s chip part of a trained chip-native S-CMRL, its
+    BatchNorms folded into the convolutions (``torch.nn.utils.fusion``)."""
+    from spikeport.export.bn_fold import fold_pair
+    if not model.spec.get("chip_native"):
+        raise ConfigError("scmrl: only the chip-native variant (spec key chip_native) has a chip part")
+    if modality not in model.backbone.used:
+        raise ConfigError(f"scmrl: modality {modality!r} is not used by this model (inputs {model.spec['inputs']!r})")
+    enc = getattr(model.backbone, modality)
+    spec = {**copy.deepcopy(model.spec), "part": modality}
+    if isinstance(spec.get("dts"), dict):  # the part's bins: its own stream's width
+        spec["dt"] = float(spec["dts"][modality])
+    state = dict(ScmrlChipPart(spec).state_dict())  # the neurons' buffers (threshold, beta, ...)
+    state.update({f"backbone.blocks.{k}": v.detach().clone() for k, v in enc.blocks.state_dict().items()
+                  if k.startswith("lif")})
+    for i in range(1, 5):
+        folded = fold_pair(enc.blocks[f"conv{i}"], enc.blocks[f"bn{i}"], f"bn{i}")
+        state[f"backbone.blocks.conv{i}.weight"] = folded.weight.detach().clone()
+        state[f"backbone.blocks.conv{i}.bias"] = folded.bias.detach().clone()
+    return spec, state
+
+
+def build_scmrl(spec: dict[str, Any]) -> nn.Module:
+    """An S-CMRL model from its spec (defaults filled in; see ``fill_defaults``); a spec with
+    ``part`` builds that modality's chip part (``ScmrlChipPart``)."""
+    spec = fill_defaults(spec)
+    if spec.get("part") is not None:
+        if spec["part"] not in ("visual", "audio") or not spec["chip_native"]:
+            raise ConfigError(f"spec key part: {spec['part']!r} needs chip_native and visual or audio")
+        return ScmrlChipPart(spec)
+    return SCMRL(spec)
