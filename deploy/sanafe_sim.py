@@ -178,17 +178,30 @@ class _Built:
     cores_used: int
 
 
-def core_slices(net: QuantNet) -> list[tuple[str, int, int]]:
-    """(layer, lo, hi) neuron slices a core, input first, then the mapper's slices."""
+MAPPINGS = ("mapper", "fill")
+
+
+def core_slices(net: QuantNet, mapping: str = "mapper") -> list[tuple[str, int, int]]:
+    """(layer, lo, hi) neuron slices a core, input first, then the mapper's slices with the Loihi 1
+    profile's limits (``mapping="mapper"``), or each layer cut into slices of SANA-FE's 1024 neurons a
+    core (``"fill"``: for a network the mapper's per-core limits do not place, SANA-FE checks neurons
+    a core only)."""
     from spikeport.deploy.loihi.mapper import map_cores
     from spikeport.hw_profiles import load_profile
     n_in = int(np.prod(net.input_shape))
     out: list[tuple[str, int, int]] = []
     if not net.layers[0].input_neurons:
         out += [(INPUT_GROUP, lo, min(n_in, lo + INPUT_UNITS_PER_CORE)) for lo in range(0, n_in, INPUT_UNITS_PER_CORE)]
-    mapping = map_cores(net, load_profile("loihi"))
+    if mapping == "fill":
+        for q in net.layers:
+            n = q.layer.neurons
+            out += [(q.name, lo, min(n, lo + INPUT_UNITS_PER_CORE)) for lo in range(0, n, INPUT_UNITS_PER_CORE)]
+        return out
+    if mapping != "mapper":
+        raise ValueError(f"mapping '{mapping}' is not one of {MAPPINGS}")
+    mapping_ = map_cores(net, load_profile("loihi"))
     seen: dict[str, int] = {}
-    for c in mapping.cores:
+    for c in mapping_.cores:
         lo = seen.get(c.layer, 0)
         hi = lo + c.neurons
         out.append((c.layer, lo, hi))
@@ -196,28 +209,41 @@ def core_slices(net: QuantNet) -> list[tuple[str, int, int]]:
     return out
 
 
-def loihi_arch(sanafe, input_cores: int):
-    """SANA-FE's shipped Loihi architecture, every figure unchanged, with its 1024 input units a core
-    kept only on the tiles that hold input neurons (the others get one): building 128 x 1024 input
-    units costs SANA-FE about 20 s, and units nobody maps cost nothing in its model."""
+def _range(name: str) -> tuple[str, int, int]:
+    """'loihi_tile[0..31]' -> ('loihi_tile', 0, 31)."""
+    base, rest = name.split("[", 1)
+    lo, hi = rest.rstrip("]").split("..")
+    return base, int(lo), int(hi)
+
+
+def loihi_arch(sanafe, input_cores: int, cores: int = 0):
+    """SANA-FE's shipped Loihi architecture, every figure unchanged, with two changes of size only:
+    the 1024 input units a core are kept on the tiles that hold input neurons (the others get one;
+    building 128 x 1024 input units costs SANA-FE about 20 s, and units nobody maps cost nothing in
+    its model); and a network needing more than its 128 cores gets a taller mesh of the same tiles,
+    several Loihi chips as one mesh, as SANA-FE's own arch/loihi_large.yaml does."""
+    import math
     import tempfile
     from importlib.resources import files
 
     import yaml
     arch = yaml.safe_load((files("sanafe.examples") / "loihi.yaml").read_text())
+    top = arch["architecture"]["attributes"]
     tile = arch["architecture"]["tile"][0]
-    lo, hi = (int(v) for v in tile["name"][tile["name"].index("[") + 1:-1].split(".."))
-    per_tile = len(range(*(int(v) + k for k, v in enumerate(
-        tile["core"][0]["name"][tile["core"][0]["name"].index("[") + 1:-1].split("..")))))
-    input_tiles = -(-input_cores // per_tile)
-    base = tile["name"][:tile["name"].index("[")]
+    base, lo, hi = _range(tile["name"])
+    _, c_lo, c_hi = _range(tile["core"][0]["name"])
+    per_tile = c_hi - c_lo + 1
+    n_tiles = max(hi - lo + 1, math.ceil(cores / per_tile))
+    if n_tiles > hi - lo + 1:
+        top["height"] = math.ceil(n_tiles / int(top["width"]))
+        n_tiles = int(top["width"]) * int(top["height"])
+    input_tiles = min(n_tiles, math.ceil(input_cores / per_tile))
     tiles = []
-    for name, units in ((f"{base}[{lo}..{lo + input_tiles - 1}]", INPUT_UNITS_PER_CORE) if input_tiles else (None, 0),
-                        (f"{base}[{lo + input_tiles}..{hi}]", 1) if lo + input_tiles <= hi else (None, 0)):
-        if name is None:
+    for first, last, units in ((0, input_tiles - 1, INPUT_UNITS_PER_CORE), (input_tiles, n_tiles - 1, 1)):
+        if last < first:
             continue
         t = yaml.safe_load(yaml.safe_dump(tile))
-        t["name"] = name
+        t["name"] = f"{base}[{lo + first}..{lo + last}]"
         for soma in t["core"][0]["soma"]:
             if soma["attributes"].get("model") == "input":
                 soma["name"] = f"loihi_inputs[0..{units - 1}]"
@@ -231,13 +257,13 @@ def loihi_arch(sanafe, input_cores: int):
         Path(fh.name).unlink(missing_ok=True)
 
 
-def build(net: QuantNet, sanafe) -> _Built:
+def build(net: QuantNet, sanafe, mapping: str = "mapper") -> _Built:
     """The network in SANA-FE, mapped onto its Loihi cores, loaded on a chip."""
     from spikeport.errors import MappingError
     if any(q.delay is not None and np.any(q.delay) for q in net.layers):
         raise MappingError("SANA-FE cross-check: layers with axonal delays are not translated")
-    slices = core_slices(net)
-    arch = loihi_arch(sanafe, sum(1 for s in slices if s[0] == INPUT_GROUP))
+    slices = core_slices(net, mapping)
+    arch = loihi_arch(sanafe, sum(1 for s in slices if s[0] == INPUT_GROUP), len(slices))
     cores = arch.cores()
     snn = sanafe.Network()
     n_in = int(np.prod(net.input_shape))
@@ -262,9 +288,7 @@ def build(net: QuantNet, sanafe) -> _Built:
             src, dst, w = dense_pairs(q.rec_weight)
             g.connect_neurons_sparse(g, {"weight": [float(v) for v in w]}, list(zip(src.tolist(), dst.tolist())))
         prev = q.name
-    if len(slices) > len(cores):
-        raise MappingError(f"SANA-FE cross-check: the network needs {len(slices)} cores (input included), "
-                           f"SANA-FE's Loihi has {len(cores)}")
+    assert len(slices) <= len(cores), (len(slices), len(cores))
     for core, (name, lo, hi) in zip(cores, slices):
         neurons = groups[name].neurons
         for k in range(lo, hi):
@@ -289,13 +313,13 @@ def _set_bias(group, index: np.ndarray, values: np.ndarray | None) -> None:
         group[int(k)].set_attributes(model_attributes={"bias": 0.0 if values is None else float(values[j])})
 
 
-def run_sanafe(net: QuantNet, inputs: torch.Tensor, fast_spikes: dict[str, torch.Tensor] | None = None
-               ) -> SanafeRun:
+def run_sanafe(net: QuantNet, inputs: torch.Tensor, fast_spikes: dict[str, torch.Tensor] | None = None,
+               mapping: str = "mapper") -> SanafeRun:
     """Simulate ``inputs`` [N, T, *input_shape] sample by sample (reset between) in SANA-FE and compare
     the per-layer spikes with the fast engine's (run here unless ``fast_spikes`` is given)."""
     sanafe = import_sanafe()
     n, t = int(inputs.shape[0]), int(inputs.shape[1])
-    built = build(net, sanafe)
+    built = build(net, sanafe, mapping)
     # local time: layer k's step t runs at SANA-FE step t + offset (one step a synapse block)
     offsets = [k + (1 if built.n_in else 0) for k in range(len(net.layers))]
     steps = t + offsets[-1]

@@ -26,9 +26,11 @@ def _conv(rng, cin, cout, hw, pad, stride, vth, v_decay=0, bias=None, groups=1) 
     return QuantLayer(lay, w.astype(np.int64), None, bias, vth, 4096, v_decay, 1.0)
 
 
-def _dense(rng, n_in, n_out, vth, v_decay=0) -> QuantLayer:
-    w = 2 * rng.integers(-30, 60, size=(n_out, n_in))
-    lay = Layer("d", "fc", "dense", (n_in,), (n_out,), w.astype(float), None, 1.0, 0.0, 1.0, flatten_before=True)
+def _dense(rng, in_shape, n_out, vth, v_decay=0) -> QuantLayer:
+    """A dense layer after a conv: it sees the conv's (C, H, W) events, flattened (as lowering writes it)."""
+    w = 2 * rng.integers(-30, 60, size=(n_out, int(np.prod(in_shape))))
+    lay = Layer("d", "fc", "dense", tuple(in_shape), (n_out,), w.astype(float), None, 1.0, 0.0, 1.0,
+                flatten_before=True)
     return QuantLayer(lay, w.astype(np.int64), None, None, vth, 4096, v_decay, 1.0)
 
 
@@ -52,7 +54,7 @@ def test_sanafe_spikes_per_layer_equal_the_fast_engine_on_a_bias_free_net():
     SANA-FE (T + depth steps, reset between samples) equals the fast engine's."""
     rng = np.random.default_rng(0)
     conv = _conv(rng, 2, 4, 8, 1, 2, 200, v_decay=300)
-    dense = _dense(rng, 4 * 4 * 4, 10, 300, v_decay=100)
+    dense = _dense(rng, (4, 4, 4), 10, 300, v_decay=100)
     net = QuantNet((2, 8, 8), [conv, dense], 0)
     x = (torch.rand(3, 12, 2, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     fast = run_fast(net, x).neuron_spikes
@@ -74,7 +76,7 @@ def test_biased_layers_switched_per_layer_window_equal_the_fast_engine():
     its own T steps only: the spike totals stay the fast engine's, neuron by neuron."""
     rng = np.random.default_rng(3)
     conv = _conv(rng, 2, 3, 6, 1, 1, 300, v_decay=200, bias=np.array([20, -10, 35]))
-    dense = _dense(rng, 3 * 6 * 6, 4, 400)
+    dense = _dense(rng, (3, 6, 6), 4, 400)
     dense.bias = np.array([30, 0, -20, 50])
     net = QuantNet((2, 6, 6), [conv, dense], 0)
     x = (torch.rand(2, 10, 2, 6, 6, generator=torch.Generator().manual_seed(1)) < 0.2).float()
