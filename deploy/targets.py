@@ -44,7 +44,8 @@ _LOIHI = "spikeport.deploy.loihi.target"
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("loihi", "Loihi", ("fast", "lava"), _LOIHI, "deploy_loihi", "LOIHI_FEATURES"),
     Target("loihi2", "Loihi 2", ("fast", "lava"), _LOIHI, "deploy_loihi", "LOIHI_FEATURES"),
-    Target("speck", "Speck", ("sinabs",), "spikeport.deploy.speck.target", "deploy_speck", "SPECK_FEATURES"),
+    Target("speck", "Speck", ("fast", "sinabs", "fast-event"), "spikeport.deploy.speck.target", "deploy_speck",
+           "SPECK_FEATURES"),
 )}
 CHIPS = ("loihi2", "speck")  # the chips the demo and the reproduction deploy to
 

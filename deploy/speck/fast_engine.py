@@ -199,15 +199,18 @@ def _synaptic(p: LayerPlan, h: torch.Tensor) -> torch.Tensor:
     return a.reshape(a.shape[0], -1)
 
 
-def _scan(plan_: EnginePlan, p: LayerPlan, a: torch.Tensor) -> None:
-    """Overwrite a [T, b, n] (synaptic input a step) with the spikes of each step."""
+def _scan(plan_: EnginePlan, p: LayerPlan, a: torch.Tensor, time_major: bool) -> torch.Tensor:
+    """Synaptic input a step, a [T, b, n] (``time_major``) or [b, T, n] -> spikes [T, b, n]
+    (in place when time-major: each step's input is overwritten by its spikes)."""
     th, floor = p.threshold, p.floor
-    v = torch.zeros_like(a[0])
+    t = a.shape[0] if time_major else a.shape[1]
+    out = a if time_major else torch.empty((t, a.shape[0], a.shape[2]), dtype=a.dtype)
+    v = torch.zeros_like(out[0])
     fired = torch.empty_like(v) if plan_.multi and not plan_.subtract else None
     exact = plan_.integer
-    for k in range(a.shape[0]):
-        s = a[k]
-        v.add_(s)
+    for k in range(t):
+        s = out[k]
+        v.add_(a[k] if time_major else a[:, k])
         if plan_.multi:
             torch.div(v, th, rounding_mode="trunc", out=s)
             s.clamp_(min=0)  # (v > 0) * trunc(v / th): trunc is <= 0 wherever v <= 0
@@ -225,48 +228,57 @@ def _scan(plan_: EnginePlan, p: LayerPlan, a: torch.Tensor) -> None:
                 v.clamp_(min=floor)       # relu(v - floor) + floor on integers
             else:
                 v.sub_(floor).clamp_(min=0).add_(floor)
+    return out
 
 
-def _sum_steps(h: torch.Tensor, t: int, most: float) -> torch.Tensor:
-    """[T*b, ...] -> [b, m] summed over steps: a matrix-vector product, in float32 while the sums
-    (at most ``t * most``) are exact in it."""
-    m = h.reshape(t, -1)
-    if t * most >= FLOAT32_EXACT:
-        m = m.double()
-    elif m.dtype != torch.float32:
-        m = m.float()
-    return (torch.ones(t, dtype=m.dtype) @ m).reshape(h.shape[0] // t, -1).double()
+def _sum_steps(h: torch.Tensor, b: int, t: int, time_major: bool, exact32: bool) -> torch.Tensor:
+    """Frames [T*b, ...] (or [b*T, ...]) -> [b, m] summed over steps, in float32 where ``exact32``."""
+    m = h.reshape(t, b, -1) if time_major else h.reshape(b, t, -1)
+    m = m.float() if exact32 else m.double()
+    return m.sum(0 if time_major else 1).double()
+
+
+def _peak(x: torch.Tensor) -> float:
+    return float(x.abs().max()) if x.numel() else 0.0
 
 
 def _chunk(plan_: EnginePlan, x: torch.Tensor, semantics: str, record: bool) -> dict:
+    """One chunk of samples through every layer. The input frames are taken sample-major, as they
+    come ([b*T, C, H, W], no copy): a convolution does not care about the order of its frames; the
+    first scan reads each step as a strided view and writes time-major spikes, and from there on
+    every layer is time-major ([T*b, ...]: a step's neurons contiguous)."""
     form, t = plan_.form, plan_.timesteps
     b = x.shape[0]
     event = semantics == "event"
-    # [b, T, ...] -> [T, b, C, H, W] (time-major: a step's neurons are contiguous for the scan)
-    h = x.transpose(0, 1).to(torch.float64 if event else torch.float32).reshape(t * b, *form.input_shape)
+    # proven a priori for every input: float32 throughout, no per-chunk checks
+    proven = plan_.dtype == torch.float32 and not event
+    h = x.reshape(b * t, *form.input_shape).to(torch.float64 if event else torch.float32)
+    time_major = False
+    if event:  # the event-driven run walks steps: time-major from the start
+        h = h.reshape(b, t, *form.input_shape).transpose(0, 1).reshape(t * b, *form.input_shape)
+        time_major = True
     h = _pool(h, form.input_pool)
     synops, spikes, events, taps, trains = [], [], [], {}, {}
     for i, p in enumerate(plan_.layers):
         lay = p.layer
-        most = float(h.max()) if h.numel() else 0.0   # events one input entry gets in a step, this chunk
-        per_entry = _sum_steps(h, t, most)            # [b, C_in*H*W] events per input entry
+        most = p.events_max if proven else _peak(h)  # events one input entry gets in a step
+        per_entry = _sum_steps(h, b, t, time_major, t * most < FLOAT32_EXACT)  # [b, C_in*H*W]
         events.append(per_entry.sum(1))
         synops.append(per_entry @ p.fanout)
         if event:
             s = _event_layer(plan_, p, h.reshape(t, b, *h.shape[1:]))
         else:
-            # float32 where this chunk's events prove every partial sum below 2**24, else float64
-            f32 = not plan_.integer or (p.weight32 is not None and most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
+            # float32 where the events prove every partial sum and state below 2**24, else float64
+            f32 = proven or not plan_.integer or (
+                p.weight32 is not None and most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
             a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64))
-            if plan_.integer and a.dtype == torch.float32:
-                peak = float(a.abs().max()) if a.numel() else 0.0
-                if _state_max(p.threshold, p.floor, peak, t, plan_.grows) >= FLOAT32_EXACT:
+            if not proven and plan_.integer and a.dtype == torch.float32:
+                if _state_max(p.threshold, p.floor, _peak(a), t, plan_.grows) >= FLOAT32_EXACT:
                     a = a.double()
-            a = a.reshape(t, b, -1)
-            _scan(plan_, p, a)
-            s = a
+            s = _scan(plan_, p, a.reshape((t, b, -1) if time_major else (b, t, -1)), time_major)
+        time_major = True
         s = s.reshape(t * b, *lay.out_shape)
-        spikes.append(_sum_steps(s, t, float(s.max()) if s.numel() else 0.0).sum(1))
+        spikes.append(_sum_steps(s, b, t, True, proven or t * _peak(s) < FLOAT32_EXACT).sum(1))
         pooled = _pool(s, lay.pool)
         for tap in form.outputs:
             if tap.layer == i:

@@ -1,5 +1,10 @@
 """`spikeport deploy runs/X --target speck`: NIR -> Speck chip form -> 8/16-bit -> 9 cores ->
-sinabs simulation -> counts (stats.json) and the chip configuration (speck_config.json)."""
+simulation -> counts (stats.json) and the chip configuration (speck_config.json).
+
+Engines: ``fast`` (default, ``fast_engine.py``: the spikes sinabs gives, batched), ``sinabs`` (sinabs'
+own layers, ``simulate.py``), ``fast-event`` (the fast engine's time-stepped run for every figure, plus
+the chip's event-driven semantics on the same samples, whose difference goes to stats.json under
+``event_driven``)."""
 from __future__ import annotations
 
 import time
@@ -8,6 +13,7 @@ from pathlib import Path
 import torch
 
 from spikeport.deploy.common import DeployInput
+from spikeport.deploy.speck import fast_engine
 from spikeport.deploy.speck.chip_form import ChipForm, SpeckLimits, check_limits
 from spikeport.deploy.speck.from_nir import SPECK_FEATURES, nir_to_chip_form  # noqa: F401 (the registry reads it here)
 from spikeport.deploy.speck.mapper import core_report, layer_memory, map_layers, sinabs_validator
@@ -60,11 +66,24 @@ def logits_from(result: SimResult, form: ChipForm, host) -> torch.Tensor:
     return spikes.sum(0).reshape(spikes.shape[1], -1)
 
 
-def run_chip(inp: DeployInput, form: ChipForm, quant: QuantisedForm | None, batch_size: int
-             ) -> tuple[SimResult, torch.Tensor, float]:
-    net = build_chip_net(form, inp.timesteps, quant, max_input=float(inp.inputs.max()))
-    start = time.perf_counter()
-    result = simulate(net, inp.inputs, batch_size=batch_size)
+ENGINES = ("fast", "sinabs", "fast-event")  # as deploy/targets.py lists them
+EVENT_ORDER = ("per event: one spike at v >= threshold_high, then the reset, then the floor; layers one after "
+               "the other within a step (breadth-first, as specksim), each neuron's events in raster order of its "
+               "inputs (channel, row, column), the bias once at the start of a step")
+
+
+def run_chip(inp: DeployInput, form: ChipForm, quant: QuantisedForm | None, batch_size: int,
+             semantics: str = "stepped") -> tuple[SimResult, torch.Tensor, float]:
+    """Simulate with the input's engine (``semantics="event"``: the fast engine's event-driven run)."""
+    max_input = float(inp.inputs.max())
+    if inp.engine == "sinabs" and semantics == "stepped":
+        net = build_chip_net(form, inp.timesteps, quant, max_input=max_input)
+        start = time.perf_counter()
+        result = simulate(net, inp.inputs, batch_size=batch_size)
+    else:
+        plan = fast_engine.plan(form, inp.timesteps, quant, max_input=max_input)
+        start = time.perf_counter()
+        result = fast_engine.run(plan, inp.inputs, semantics=semantics)
     with torch.no_grad():
         preds = logits_from(result, form, inp.host).argmax(1)
     return result, preds, time.perf_counter() - start
@@ -85,13 +104,31 @@ def _counts(form: ChipForm, quant: QuantisedForm, result: SimResult, timesteps: 
     return rows
 
 
+def event_difference(inp: DeployInput, form: ChipForm, quant: QuantisedForm, stepped: SimResult,
+                     stepped_preds: torch.Tensor, batch_size: int) -> dict:
+    """The event-driven run on the same samples, and how it differs from the time-stepped one."""
+    result, preds, wall = run_chip(inp, form, quant, batch_size, semantics="event")
+    labels, float_preds = inp.labels.long(), inp.float_predictions.long()
+    accuracy = float((preds == labels).float().mean())
+    return {
+        "semantics": EVENT_ORDER,
+        "accuracy": accuracy,
+        "accuracy_minus_time_stepped": accuracy - float((stepped_preds == labels).float().mean()),
+        "agreement_with_time_stepped": float((preds == stepped_preds).float().mean()),
+        "agreement_with_float": float((preds == float_preds).float().mean()),
+        "layers": fast_engine.spike_difference(stepped, result, [layer.name for layer in form.layers]),
+        "synops_per_sample": [float(result.synops[:, i].mean()) for i in range(len(form.layers))],
+        "simulated_samples_per_s": inp.labels.shape[0] / wall if wall > 0 else None,
+    }
+
+
 def deploy_speck(inp: DeployInput, profile: Profile | str | Path = "speck", batch_size: int = 64,
                  weight_quantile: float = 1.0, compare_float_form: bool = True) -> Stats:
     """Convert, check, quantise, map, simulate and count; writes speck_config.json to inp.out_dir."""
     if not isinstance(profile, Profile):
         profile = load_profile(profile)
-    if inp.engine not in ("sinabs", "fast"):
-        raise ConfigError(f"engine '{inp.engine}' is not available for Speck; use 'sinabs'")
+    if inp.engine not in ENGINES:
+        raise ConfigError(f"engine '{inp.engine}' is not available for Speck; valid: {', '.join(ENGINES)}")
     limits = SpeckLimits.from_profile(profile)
     form = nir_to_chip_form(inp.graph, inp.dt, inp.conventions)
     check_limits(form, limits)
@@ -111,12 +148,14 @@ def deploy_speck(inp: DeployInput, profile: Profile | str | Path = "speck", batc
         _, form_preds, _ = run_chip(inp, form, None, batch_size)
         extra["float_chip_form_accuracy"] = float((form_preds == labels).float().mean())
         extra["float_chip_form_agreement_with_float"] = float((form_preds == float_preds).float().mean())
+    if inp.engine == "fast-event":
+        extra["event_driven"] = event_difference(inp, form, quant, result, preds, batch_size)
 
     inp.out_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_config(inp.out_dir / CONFIG_FILE, quant, mapping, cores,
                                step_duration_s=inp.step_s if inp.step_s is not None else inp.dt)
     return Stats(
-        target="speck", engine="sinabs", samples=n, timesteps=inp.timesteps, dt=inp.dt,
+        target="speck", engine=inp.engine, samples=n, timesteps=inp.timesteps, dt=inp.dt,
         accuracy=float((preds == labels).float().mean()),
         float_accuracy=float((float_preds == labels).float().mean()),
         agreement_with_float=float((preds == float_preds).float().mean()),
