@@ -145,7 +145,7 @@ def _f(v: float | None, fmt: str = ".3f") -> str:
 def markdown_lines(stats) -> list[str]:
     """The report's per-layer section for one chip's Stats (empty when stats.json has none)."""
     div = getattr(stats, "divergence", None) or (stats.model_extra or {}).get("divergence")
-    if not div:
+    if not div or "layers" not in div:
         return []
     first = div.get("first_divergent")
     lines = ["", f"Where the chip's spikes leave the float model's ({div['samples']} test samples, same inputs): "
@@ -181,7 +181,14 @@ def attach(stats, inp: DeployInput, profile) -> None:
     """Add the ``divergence`` record to ``stats`` (and warn about cores that may stall)."""
     import warnings
 
-    div = divergence(inp, profile)
+    from spikeport.errors import SpikeportError
+    try:
+        div = divergence(inp, profile)
+    except (SpikeportError, ValueError, RuntimeError, KeyError) as exc:
+        # a diagnostic: a graph it cannot follow layer by layer does not fail the deployment
+        warnings.warn(f"per-layer divergence not computed: {exc}", stacklevel=2)
+        stats.divergence = {"error": str(exc)}
+        return
     if div is None:
         return
     stats.divergence = div
