@@ -239,6 +239,17 @@ def _other_baselines(work: AnnWorkload, skip: str, estimates: dict[str, ChipEsti
 CROSSCHECKS = ("sanafe",)
 
 
+def _ann_twin_accuracy(run: Path) -> dict | None:
+    """The trained ANN twin's test accuracy (iso-accuracy beside the chips), when its run sits beside
+    this one as ``<run>_ann`` (how `spikeport demo` and `train --ann` name it)."""
+    path = Path(f"{run}_ann") / "metrics.json"
+    if not path.is_file():
+        return None
+    m = read_json_model(path, Metrics)
+    n = int((m.model_extra or {}).get("test_samples") or 0)
+    return {"accuracy": m.test_accuracy, "samples": n or None, "source": str(path)}
+
+
 def _baseline_range(work: AnnWorkload, estimates: dict[str, ChipEstimate]) -> dict:
     """The 45 nm baseline three ways (weights from DRAM, weights where its on-chip capacity puts them,
     the int8 iso-precision twin) and each chip's ratio against each, in both modes: a range, since
@@ -324,6 +335,7 @@ def report_run(run_dir: str | Path, chips: list[str], baseline: str = FALLBACK,
         if found is not None:
             setattr(energy.chips[chip], "sanafe_check", found)  # an extra key of the chip's entry
     setattr(energy, "baseline_range", _baseline_range(work, estimates))  # an extra key of energy.json
+    setattr(energy, "ann_twin_accuracy", _ann_twin_accuracy(run))
     for chip, est in estimates.items():
         band = _synop_band(est, profiles[chip])
         if band is not None:
@@ -599,7 +611,6 @@ def _sanafe_sim_lines(c: ChipEnergy) -> list[str]:
 
 def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[str, Stats]) -> str:
     from spikeport.deploy.divergence import markdown_lines as divergence_lines
-    from spikeport.deploy.divergence import markdown_lines as divergence_lines
     b = energy.baseline
     lines = [f"# Energy report: {energy.run} ({energy.model})", "",
              "Energy per inference (one test sample) of each deployed chip, from the deployment's counts and "
@@ -616,7 +627,10 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
         lines.append(f"| {chip} | {_pct(c.float_accuracy)} | {_pct(c.accuracy)} | {fmt_j(sp.joules_per_inference)} | "
                      f"{_ratio(sp.ratio_vs_baseline)} | {fmt_j(tp.joules_per_inference)} | "
                      f"{_ratio(tp.ratio_vs_baseline)} | {_secs(c.latency_s)} | {_rate(c.inferences_per_s)} | {c.kind} |")
-    lines.append(f"| baseline: {b.profile} | | | {fmt_j(b.sensor_paced.joules_per_inference)} | 1x | "
+    twin = (energy.model_extra or {}).get("ann_twin_accuracy")
+    twin_acc = "n/a (no `<run>_ann` beside this run)" if not twin else (
+        _pct_ci(twin["accuracy"], twin["samples"]) if twin.get("samples") else _pct(twin["accuracy"]))
+    lines.append(f"| baseline: {b.profile} | ANN twin: {twin_acc} | | {fmt_j(b.sensor_paced.joules_per_inference)} | 1x | "
                  f"{fmt_j(b.throughput.joules_per_inference)} (batch {b.throughput.batch}) | 1x | "
                  f"{_secs(b.throughput.latency_s)} | {_rate(b.throughput.inferences_per_s)} | {b.kind} |")
     lines += _modes_section(energy)
@@ -680,7 +694,6 @@ def render_markdown(energy: Energy, profiles: dict[str, Profile], stats: dict[st
             lines += ["", "Approximations and notes:", *[f"- {n}" for n in c.notes]]
         lines += _sanafe_lines(c)
         lines += _sanafe_sim_lines(c)
-        lines += divergence_lines(st)  # per layer: where the chip's spikes leave the float model's
         lines += divergence_lines(st)  # per layer: where the chip's spikes leave the float model's
 
     sc = energy.shortcut or {}

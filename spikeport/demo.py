@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 console = Console()
+EDGE_BASELINE = "gpu-jetson-orin-nano"  # printed beside the report's baseline: an edge GPU with idle power
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class _Clock:
 
 def run_demo(out: Path, quick: bool = False, data_root: Path | None = None) -> Path:
     from spikeport.data.registry import ensure_generated, generate
-    from spikeport.deploy.report import report_run, summary_lines
+    from spikeport.deploy.report import ratio_words, report_run, summary_lines
     from spikeport.deploy.run import deploy_run
     from spikeport.export.run import export_run
     from spikeport.train.run import train_run
@@ -97,4 +98,10 @@ def run_demo(out: Path, quick: bool = False, data_root: Path | None = None) -> P
         # per chip: energy per inference and the ratio, sensor-paced and throughput, side by side
         for line in summary_lines(energy):
             console.print(f"    {line}", markup=False, highlight=False)
+        # the same against an edge GPU that idles too (the 45 nm baseline has no idle power)
+        edge = (energy.other_baselines or {}).get(EDGE_BASELINE, {})
+        for chip, r in edge.get("chips", {}).items():
+            console.print(f"    {chip} vs {EDGE_BASELINE}: sensor-paced ratio {r['sensor_paced_ratio']:.3g}x "
+                          f"({ratio_words(r['sensor_paced_ratio'])}), throughput ratio {r['throughput_ratio']:.3g}x "
+                          f"({ratio_words(r['throughput_ratio'])})", markup=False, highlight=False)
     return out
