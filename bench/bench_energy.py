@@ -104,6 +104,29 @@ def pilotnet_check() -> None:
           "routing figure stays at 1.7 pJ.")
 
 
+def speck_check() -> None:
+    """Speck's per-synop estimate against the measured operating points of Yao et al. 2024 (Table 1:
+    DVS Gesture networks at 3.8 mW and 9.5 mW): the synop rate each would need, per estimate."""
+    from spikeport.deploy.energy import synop_energy
+    from spikeport.hw_profiles import load_profile
+    p = load_profile("speck")
+    e = synop_energy(p).value
+    static = p.si("energy", "static_power", "power")
+    rate = p.si("timing", "reference_synop_rate", "rate")
+    band = [e * rate / p.si("timing", k, "rate") for k in ("reference_synop_rate_high", "reference_synop_rate_low")]
+    t_ev = p.si("timing", "event_time", "time")
+    print(f"\nSpeck: {e * 1e12:.3g} pJ a synop (band {band[0] * 1e12:.3g}-{band[1] * 1e12:.3g} pJ), static "
+          f"{static * 1e3:.3g} mW, {t_ev * 1e6:.3g} us an event through the 9-layer net")
+    for mw in (3.8, 9.5):
+        dyn = mw * 1e-3 - static
+        print(f"  Yao et al. 2024 DVS Gesture at {mw} mW: {dyn * 1e3:.3g} mW dynamic needs {dyn / e:.3g} synops/s at "
+              f"{e * 1e12:.3g} pJ ({dyn / band[1]:.3g}-{dyn / band[0]:.3g} across the band)")
+    print("  Not checked: the paper gives no synop or event rate for those networks, so which per-synop figure "
+          "fits cannot be decided from it. If events were handled one after another (no "
+          f"pipelining across the 9 layers, as the report's throughput mode assumes), at most {1 / t_ev:.3g} events/s "
+          f"would pass, and 9.5 mW would be at least {(9.5e-3 - static) * t_ev * 1e9:.3g} nJ of dynamic energy an event.")
+
+
 def sanafe_runs(runs: list[str]) -> None:
     """For each run: SANA-FE's simulation beside spikeport's model, and both comparison modes."""
     from spikeport.deploy.energy import MODES  # noqa: F401  (documents what is printed)
@@ -138,6 +161,7 @@ def sanafe_runs(runs: list[str]) -> None:
 def main() -> int:
     synops_check()
     pilotnet_check()
+    speck_check()
     sanafe_runs(sys.argv[1:])
     return 0
 
