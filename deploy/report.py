@@ -45,19 +45,23 @@ MODE_TEXT = {
 INCLUDES_EXCLUDES = """\
 **Included.** Per inference (one test sample, counts averaged over the samples the deploy step
 ran): synaptic operations x energy per synop, neuron updates x energy per update, output spikes
-x routing energy per spike, the chip's static power x the real-time span of the inference
-(timesteps x dt, or the profile's `timing.step_duration`), and for models with a host part its
-MACs on the host profile. The ANN baseline: the twin's MACs x energy per MAC, its weights read
-once from off-chip memory and its layer outputs written and read once on chip (batch 1).
+x routing energy per spike, the chip's static power (see "Two comparisons" for the span), and for
+models with a host part its MACs on the host profile. The ANN baseline: the twin's MACs x energy
+per MAC, its weights read once an inference from on-chip memory when they fit the profile's
+on-chip capacity, else from off-chip memory, and its layer outputs written and read once on chip
+(batch 1); "The range" shows it with the weights forced off chip and as an int8 twin.
 
 Both sides pay static or idle power in both modes (see "Two comparisons"): the chip's static
 power and the baseline's idle power, over the sample's real duration (sensor-paced) or over the
 time the work takes (throughput). The baseline's time per batch is a roofline (compute or memory,
-whichever is slower) plus one launch per weight layer; the chip's is its profile's time per step
-or per event.
+whichever is slower) plus one launch per weight layer; the chip's is its profile's time per step,
+per event, or (Loihi 2) the step's events times per-event latencies over the cores used plus the
+barrier.
 
 **Excluded.** Input spike delivery into the chip and sensor power; mesh hops between tiles
-(Loihi: 3-4 pJ a hop, placement-dependent); chip-to-chip links and host I/O; learning; the
+(Loihi: 3-4 pJ a hop, placement-dependent; `--crosscheck sanafe` simulates them, with SANA-FE's
+per-message costs); Speck's bias / leak clock updates (no per-update energy is published);
+chip-to-chip links and host I/O; learning; the
 host part's memory traffic and time; driver and control overhead beyond the launch time in the
 estimated baselines; the host CPU that feeds a GPU or a chip. Every figure says whether it is
 published, measured or an estimate; the estimates are listed per chip."""
