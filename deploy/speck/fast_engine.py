@@ -305,9 +305,13 @@ def _event_layer(plan_: EnginePlan, p: LayerPlan, h: torch.Tensor) -> torch.Tens
     v = torch.zeros(b, c_out, oh * ow, dtype=torch.float64)
     out = torch.zeros(t, b, c_out, oh * ow, dtype=torch.float64)
     fired = torch.empty_like(v)
+    got = torch.empty(b, 1, oh * ow, dtype=torch.float64)
 
-    def update(count: torch.Tensor) -> None:
+    def update(count: torch.Tensor, received: torch.Tensor | None) -> None:
+        # only a neuron that was just updated compares (one still above threshold waits for an event)
         torch.ge(v, th, out=fired)
+        if received is not None:
+            fired.mul_(received)
         count.add_(fired)
         if plan_.subtract:
             v.sub_(fired, alpha=th)
@@ -318,17 +322,18 @@ def _event_layer(plan_: EnginePlan, p: LayerPlan, h: torch.Tensor) -> torch.Tens
 
     for step in range(t):
         count = out[step]
-        if bias is not None:
+        if bias is not None:  # every neuron of a layer with a bias takes it once a step
             v.add_(bias)
-            update(count)
+            update(count, None)
         u = F.unfold(h[step], k, padding=lay.padding, stride=lay.stride)  # [b, C_in*k*k, L]: raster order
         most = u.amax((0, 2))
         for j in torch.nonzero(most > 0).flatten().tolist():
             col = u[:, j]                                         # [b, L] events of entry j
             wj = w[:, j][None, :, None]
             for r in range(int(most[j])):
-                v.addcmul_(wj, (col > r).to(torch.float64)[:, None, :])
-                update(count)
+                torch.gt(col, r, out=got[:, 0])
+                v.addcmul_(wj, got)
+                update(count, got)
     return out.reshape(t, b, c_out, oh, ow)
 
 
