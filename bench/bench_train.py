@@ -94,23 +94,30 @@ def check_equal(model: nn.Module, net: nn.Sequential, x: torch.Tensor, y: torch.
     gradients of the same loss. Weight gradients are sums over T * B terms taken in another
     order (one batched matmul against T per-step ones), so they agree to float32 rounding:
     compared relative to each gradient's largest entry."""
+    def grads(module: nn.Module) -> list[torch.Tensor]:
+        return [p.grad.clone() for p in module.parameters()]
+
     model.zero_grad(set_to_none=True)
-    net.zero_grad(set_to_none=True)
+    stepped = model(x, fused=False)  # the same model, its LIF cells stepped by snntorch
+    F.cross_entropy(stepped.logits, y).backward()
+    g_stepped = grads(model)
+    model.zero_grad(set_to_none=True)
     out = model(x)
-    with torch.no_grad():
-        stepped = model(x, fused=False).logits
+    F.cross_entropy(out.logits, y).backward()
+    g_fused = grads(model)
+    net.zero_grad(set_to_none=True)
     utils.reset(net)
     counts = sum(net(x[:, t]) for t in range(x.shape[1]))
-    F.cross_entropy(out.logits, y).backward()
     F.cross_entropy(counts, y).backward()
-    same_out = torch.equal(out.logits, counts) and torch.equal(out.logits, stepped)
-    ours = [p.grad for m in model.blocks.values() if hasattr(m, "weight") for p in (m.weight, m.bias)]
-    plain = [p.grad for m in net if hasattr(m, "weight") for p in (m.weight, m.bias)]
-    rel = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(ours, plain))
-    active = sum(float(g.abs().sum() > 0) for g in plain)
-    ok = same_out and rel <= 1e-5 and active == len(plain)
-    return ok, (f"outputs equal: {'yes' if same_out else 'NO'}; gradients: largest difference "
-                f"{rel:.1e} of the gradient's scale over {len(plain)} tensors ({int(active)} nonzero)")
+    g_plain = grads(net)
+    same_out = torch.equal(out.logits, counts) and torch.equal(out.logits, stepped.logits)
+    same_path = all(torch.equal(a, b) for a, b in zip(g_fused, g_stepped))
+    rel = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(g_fused, g_plain))
+    active = sum(float(g.abs().sum() > 0) for g in g_plain)
+    ok = same_out and same_path and rel <= 1e-5 and active == len(g_plain)
+    return ok, (f"outputs equal: {'yes' if same_out else 'NO'}; gradients identical to the stepped "
+                f"snntorch cells: {'yes' if same_path else 'NO'}, to the plain loop within "
+                f"{rel:.1e} of each gradient's scale ({int(active)}/{len(g_plain)} tensors nonzero)")
 
 
 def main() -> None:
