@@ -269,8 +269,8 @@ def _chunk(plan_: EnginePlan, x: torch.Tensor, semantics: str, record: bool) -> 
             s = _event_layer(plan_, p, h.reshape(t, b, *h.shape[1:]))
         else:
             # float32 where the events prove every partial sum and state below 2**24, else float64
-            f32 = proven or not plan_.integer or (
-                p.weight32 is not None and most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
+            f32 = p.weight32 is not None and (
+                proven or not plan_.integer or most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
             a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64))
             if not proven and plan_.integer and a.dtype == torch.float32:
                 if _state_max(p.threshold, p.floor, _peak(a), t, plan_.grows) >= FLOAT32_EXACT:
