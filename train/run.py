@@ -29,7 +29,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 #: Event-level augmented copies of the training split (0: none) a dataset gets by default with
 #: its default preset; see ``spikeport.data.preprocess.Augment``.
-DEFAULT_AUGMENT: dict[str, int] = {"nmnist": 4}
+DEFAULT_AUGMENT: dict[str, int] = {"nmnist": 8}
 #: Chip-native stack width a dataset gets when none is given (``--width`` / config key ``width``).
 DEFAULT_WIDTH: dict[str, str] = {"nmnist": "medium"}
 
