@@ -76,9 +76,11 @@ def crosscheck_run(run: str | Path, chip: str = "loihi2", samples: int = DEFAULT
 
 
 def crosscheck_or_hint(run: str | Path, chip: str, samples: int = DEFAULT_SAMPLES) -> dict:
-    """The cross-check as a dict, or {"skipped": how to get sanafe} when it is not installed."""
+    """The cross-check as a dict, or {"skipped": why} when sanafe is not installed (with how to get it)
+    or the network has what the translation does not carry (axonal delays)."""
+    from spikeport.errors import MappingError
     try:
         import_sanafe()  # before any work: without it, say how to get it
         return crosscheck_run(run, chip, samples).as_dict()
-    except SanafeUnavailable as exc:
+    except (SanafeUnavailable, MappingError) as exc:
         return {"skipped": str(exc)}

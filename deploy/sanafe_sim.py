@@ -173,8 +173,7 @@ def _neuron_attributes(q: QuantLayer) -> dict:
 @dataclass
 class _Built:
     chip: object
-    n_in: int
-    layer_names: list[str]
+    n_in: int          # input neurons (0: the first layer's own neurons are the input)
     cores_used: int
 
 
@@ -295,7 +294,7 @@ def build(net: QuantNet, sanafe, mapping: str = "mapper") -> _Built:
             neurons[k].map_to_core(core)
     chip = sanafe.SpikingChip(arch)
     chip.load(snn)
-    return _Built(chip, n_in if INPUT_GROUP in groups else 0, [q.name for q in net.layers], len(slices))
+    return _Built(chip, n_in if INPUT_GROUP in groups else 0, len(slices))
 
 
 # --- running --------------------------------------------------------------------------------
