@@ -57,3 +57,32 @@ def test_no_on_chip_figure_means_off_chip(tmp_path):
     assert any("no on-chip capacity" in n for n in est.assumptions)
     with pytest.raises(ConfigError, match="energy.on_chip_weight_byte"):
         ann_energy(AnnWorkload(macs=10, weight_values=2, activation_values=1), p, resident=True)
+
+
+def _make_run(tmp_path: Path) -> Path:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("energy_report_helpers",
+                                                  Path(__file__).with_name("test_energy_report.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_run(tmp_path)
+
+
+def test_report_range_and_speck_band_by_hand(tmp_path):
+    from spikeport.deploy.report import report_run
+    run = _make_run(tmp_path)
+    energy = report_run(run, ["loihi2", "speck"], "gpu-horowitz45")
+    rng = energy.model_extra["baseline_range"]["variants"]
+    # the report tests' twin: 276 MACs, 114 weights, 61 activation values (45 nm figures)
+    dram = 276 * 4.6e-12 + 114 * 4 * 1.3e-9 / 8 + 61 * 4 * 20e-12 / 8
+    on_chip = 276 * 4.6e-12 + 114 * 4 * 100e-12 / 8 + 61 * 4 * 20e-12 / 8
+    int8 = 276 * (0.2e-12 + 0.03e-12) + 114 * 1 * 100e-12 / 8 + 61 * 1 * 20e-12 / 8
+    assert [v["joules_per_inference"] for v in rng.values()] == pytest.approx([dram, on_chip, int8])
+    # Speck's 28 pJ re-derived at 1.5e6 and 3e7 synops/s: (0.70 - 0.42) mW / rate
+    band = energy.chips["speck"].model_extra["synop_band"]["band"]
+    assert band["reference_synop_rate_low"]["synop_j"] == pytest.approx(0.28e-3 / 1.5e6)
+    assert band["reference_synop_rate_high"]["synop_j"] == pytest.approx(0.28e-3 / 3e7)
+    sp = energy.chips["speck"].sensor_paced.joules_per_inference
+    assert band["reference_synop_rate_low"]["sensor_paced_j"] == pytest.approx(sp + 650 * (0.28e-3 / 1.5e6 - 28e-12))
+    md = (run / "report" / "energy.md").read_text()
+    assert "## The range: where the weights live" in md and "uses" in md
