@@ -223,3 +223,42 @@ def test_large_conv_sums_take_the_wrapping_path_exactly():
     fast = run_fast(net, x, record=True)
     ref = run_fast(net, x, record=True, arithmetic="int64")
     assert assert_equal_trains(fast.spikes, ref.spikes) > 0
+
+
+def test_sparse_input_event_driven_equals_lava_and_the_int64_reference(tmp_path):
+    """Sparse graded input: the event-driven accumulation (only the inputs that spiked, channels-last
+    convolution tables, dense weight rows) gives Lava's and the int64 reference's spikes, every layer."""
+    net = quantize(walk_(conv_graph(1.0, seed=7), DT), input_bits=3)
+    x = spikes_in(8, 10, (2, 12, 12), 0.008, seed=21, graded=7)
+    plans = fe._plan(net, x.shape[1], "auto")
+    assert plans[0].out_hwc and all(p.events is not None for p in plans)
+    frames = x.transpose(0, 1).reshape(x.shape[1], x.shape[0], -1)
+    assert fe._use_events(plans[0], frames, "auto")  # sparse enough that "auto" takes the event path itself
+    assert not fe._use_events(plans[0], torch.ones_like(frames), "auto")
+    names = [q.name for q in net.layers]
+    ref = run_fast(net, x, record=True, arithmetic="int64")
+    lava = run_lava(write_netx(net, tmp_path / "sparse.net"), x, names, input_bits=3)
+    assert assert_equal_trains(ref.spikes, lava.spikes) > 20
+    for events in ("always", "auto", "never"):
+        fast = run_fast(net, x, record=True, events=events, batch_size=3)
+        assert_equal_trains(fast.spikes, lava.spikes)
+        for name in names:
+            assert torch.equal(fast.neuron_spikes[name], ref.neuron_spikes[name]), (events, name)
+        assert torch.equal(fast.input_events, ref.input_events)
+    assert all(int(lava.spikes[n].sum()) > 0 for n in names)
+
+
+def test_cuda_convolution_path_is_exact():
+    """The unfold + matrix product convolution used on CUDA (no Winograd / FFT) equals the integer
+    convolution, grouped and strided; here on the CPU, where it runs the same ops."""
+    rng = np.random.default_rng(9)
+    w = rng.integers(-127, 128, (6, 2, 3, 3)) * 2
+    q = _dense_layer(w, kind="conv", input_shape=(4, 7, 7), output_shape=(6, 4, 4), padding=(1, 1), stride=(2, 2),
+                     groups=2)
+    plan = fe._plan(QuantNet((4, 7, 7), [q], 0), 1, "auto")[0]
+    x = torch.randint(0, 2, (5, 4, 7, 7)).float()
+    bias = torch.arange(6).float()
+    got = fe._conv_unfold(plan, x, torch.as_tensor(w).float(), bias)
+    want = torch.nn.functional.conv2d(x.double(), torch.as_tensor(w).double(), bias.double(), stride=2, padding=1,
+                                      groups=2)
+    assert torch.equal(got.double(), want) and float(want.abs().max()) > 254

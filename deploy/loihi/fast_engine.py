@@ -39,15 +39,38 @@ before the run, never assumed:
 ``run_fast(..., arithmetic="int64")`` runs the plain int64 transcription of the Lava models
 instead, the reference the fast paths are tested against.
 
+Where the time goes, and what is done about it (CPU). The synaptic input of the first
+convolution dominates (dense, a few input channels), then the input preparation and the
+second convolution; the neuron scans are a few small ops a step. So:
+
+- layout: convolutions run channels-last (oneDNN's fast path for few channels, up to several
+  times faster than NCHW for the later layers), and their outputs stay channels-last from layer
+  to layer: the scans do not care about neuron order, a dense layer after a convolution takes
+  its weight rows permuted to match, and only per-neuron totals and recorded trains are put back
+  in (C, H, W) order. The input is transposed into that layout by the one copy it needs anyway;
+- event-driven accumulation: where a chunk's input is sparse enough that adding the weights of
+  only the inputs that spiked costs less than the dense product (a cost model on the event
+  count, per chunk), the synaptic input is ``index_add_`` of weight rows: a dense layer adds the
+  weight row of each event; a convolution adds, for each event, the channel vector of every
+  output pixel it reaches (a table built once from the kernel). Each partial sum is again a sum
+  of a subset of the products, so the bound above keeps it exact, in any order of addition;
+- plans (weights converted and permuted, event tables) are cached per network, steps and device.
+
+On CUDA (``device="cuda"``) convolutions are computed as ``unfold`` + matrix product with TF32
+off: cuDNN may pick Winograd or FFT algorithms, whose intermediate values are not sums of
+products and so not exact; a plain FP32 GEMM's partial sums are, and the bound holds for them.
+
 Time alignment: every Lava synapse block delays by one step, so layer k of the Lava run sees
 step t of the input at global step t + k + 1; here every layer is indexed by the input step
 ("local" time), which is what a float model computes. ``lava_run`` shifts back.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -62,6 +85,11 @@ FLOAT32_EXACT = 2**24   # float32 holds every integer below this exactly
 FLOAT64_EXACT = 2**53
 NO_WRAP = 2**17         # |a| < 2**17: a << 6 stays inside (-2**23, 2**23), no wrap or clamp fires
 ARITHMETIC = ("auto", "int64")
+# an event-driven add of one weight value (index_add_) costs about this many multiply-adds of the
+# dense product (measured on AVX-512: oneDNN's channels-last convolution, MKL's GEMM), so events pay
+# below about 2 % (conv) and 1 % (dense) input density; the choice never changes results, only speed
+EVENT_COST = {"conv": 50.0, "dense": 100.0}
+EVENTS = ("auto", "always", "never")
 
 
 @dataclass
@@ -108,6 +136,10 @@ class _Plan:
     # axonal delays: (delay, output neuron indices) per distinct delay, or (delay, weight [n_in, n_out]
     # holding only the synapses of that delay) where delays differ within a neuron's synapses
     delays: list[tuple[int, torch.Tensor]] | None = None
+    in_hwc: bool = False       # conv input / dense rows in (H, W, C) order (the previous conv's layout)
+    out_hwc: bool = False      # conv output kept channels-last: neurons in (H, W, C) order
+    events: "_EventTable | None" = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def conv(self) -> bool:
@@ -121,9 +153,48 @@ class _Plan:
         return self.mode in ("if", "lif") and self.bound < NO_WRAP and self.delays is None and per_channel
 
 
-def _plan(net: QuantNet, timesteps: int, arithmetic: str) -> list[_Plan]:
+_PLANS: dict[tuple, tuple[weakref.ref, list[_Plan]]] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _fingerprint(net: QuantNet) -> int:
+    """Hash of everything a plan is made from: a network changed in place gets a new plan."""
+    parts: list = [net.input_bits, tuple(net.input_shape)]
+    for q in net.layers:
+        lay = q.layer
+        parts += [q.name, lay.kind, tuple(lay.input_shape), tuple(lay.output_shape), tuple(lay.stride),
+                  tuple(lay.padding), tuple(lay.dilation), lay.groups, q.vth, q.i_decay, q.v_decay, q.input_neurons]
+        for a in (q.weight, q.rec_weight, q.bias, q.delay):
+            parts.append(None if a is None else (a.shape, str(a.dtype), np.ascontiguousarray(a).tobytes()))
+    return hash(tuple(parts))
+
+
+def _cached_plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device) -> list[_Plan]:
+    """``_plan`` once per (network, steps, arithmetic, device): converting and permuting weights and
+    building event tables costs as much as running a few samples."""
+    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device))
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
+        if hit is not None and hit[0]() is net:
+            return hit[1]
+    plans = _plan(net, timesteps, arithmetic, device)
+    with _PLANS_LOCK:
+        for k in [k for k, (ref, _) in _PLANS.items() if ref() is None]:
+            del _PLANS[k]
+        _PLANS[key] = (weakref.ref(net), plans)
+    return plans
+
+
+def hwc_index(shape: tuple[int, ...]) -> torch.Tensor:
+    """For a (C, H, W) shape: position j of the (H, W, C) order holds (C, H, W) neuron ``idx[j]``."""
+    c, h, w = shape
+    return torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)
+
+
+def _plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device | str = "cpu") -> list[_Plan]:
     if arithmetic not in ARITHMETIC:
         raise ValueError(f"arithmetic '{arithmetic}' is not one of {ARITHMETIC}")
+    device = torch.device(device)
     plans, payload = [], max_payload(net)
     for q in net.layers:
         lay = q.layer
@@ -147,28 +218,43 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str) -> list[_Plan]:
     if any(p.mode == "int64" for p in plans):  # one layout for the whole network
         for p in plans:
             p.mode, p.acc = "int64", torch.int64
-    for p in plans:
-        q = p.q
+    # channels-last through the convolutions on CPU (the int64 reference keeps the plain layout)
+    hwc = device.type == "cpu" and plans[0].mode != "int64"
+    for i, p in enumerate(plans):
+        q, lay = p.q, p.q.layer
+        p.device = device
+        p.out_hwc = hwc and lay.kind == "conv"
+        p.in_hwc = plans[i - 1].out_hwc if i > 0 else (hwc and lay.kind == "conv")
+        rows = hwc_index(lay.input_shape) if p.in_hwc and lay.kind == "dense" else None
         w = torch.as_tensor(q.weight).to(p.acc)
-        p.weight = w.t().contiguous() if q.layer.kind == "dense" else w
-        p.bias = torch.as_tensor(q.bias).to(p.acc) if q.bias is not None else None
+        if lay.kind == "dense":
+            w = w.t()
+            w = (w[rows] if rows is not None else w).contiguous()
+        elif p.out_hwc:
+            w = w.contiguous(memory_format=torch.channels_last)
+        p.weight = w.to(device)
+        p.bias = torch.as_tensor(q.bias).to(p.acc).to(device) if q.bias is not None else None
         if q.rec_weight is not None:
             p.rec_acc = torch.int64 if p.mode == "int64" else accumulation_dtype(synaptic_bound(q.rec_weight, 1))
-            p.rec_weight = torch.as_tensor(q.rec_weight).to(p.rec_acc).t().contiguous()
-        p.delays = _delay_groups(q, p.weight)
+            p.rec_weight = torch.as_tensor(q.rec_weight).to(p.rec_acc).t().contiguous().to(device)
+        p.delays = _delay_groups(q, p.weight, rows)
+        if p.mode != "int64" and p.delays is None and (lay.kind == "dense" or p.out_hwc):
+            p.events = _event_table(p)
     return plans
 
 
-def _delay_groups(q: QuantLayer, weight: torch.Tensor) -> list[tuple[int, torch.Tensor]] | None:
-    """Group a dense layer's synapses by delay (see ``_Plan.delays``)."""
+def _delay_groups(q: QuantLayer, weight: torch.Tensor, rows: torch.Tensor | None = None
+                  ) -> list[tuple[int, torch.Tensor]] | None:
+    """Group a dense layer's synapses by delay (see ``_Plan.delays``); ``rows``: the weight's row order."""
     if q.delay is None:
         return None
     if q.layer.kind != "dense":
         raise ValueError(f"layer {q.name}: delays are carried on dense layers only")
     d = np.asarray(q.delay, dtype=np.int64)
     if d.ndim == 1:
-        return [(int(v), torch.as_tensor(np.flatnonzero(d == v))) for v in np.unique(d)]
+        return [(int(v), torch.as_tensor(np.flatnonzero(d == v)).to(weight.device)) for v in np.unique(d)]
     dt = torch.as_tensor(d.T.copy())  # [n_in, n_out] as the transposed weight
+    dt = (dt[rows] if rows is not None else dt).to(weight.device)
     return [(int(v), torch.where(dt == int(v), weight, torch.zeros((), dtype=weight.dtype))) for v in np.unique(d)]
 
 
@@ -182,11 +268,12 @@ def _shift(a: torch.Tensor, d: int) -> torch.Tensor:
     return out
 
 
-def _delayed_input(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _delayed_input(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, events: str = "never",
+                   graded: bool = False) -> torch.Tensor:
     """Synaptic input with the layer's axonal delays: Lava's ``DelayDense`` adds ``d`` steps to the
     block's own one, which the local time frame leaves out; the bias is never delayed."""
     if p.delays is None:
-        return _synaptic(p, h, bias)
+        return _synaptic(p, h, bias, events=events, graded=graded)
     assert bias is None, "a delayed layer never fuses its bias"
     if p.q.delay.ndim == 1:
         a = _synaptic(p, h, None)
@@ -205,17 +292,160 @@ def _delayed_input(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None) -> torc
 
 # --- synaptic input ---------------------------------------------------------------------------
 
-def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor | None = None) -> torch.Tensor:
+@dataclass
+class _EventTable:
+    """Event-driven synaptic input: per input neuron (in the layer's input order) the output rows it
+    reaches and the weight vector it adds to each (a dense layer: one row, its weight row)."""
+
+    pos: torch.Tensor | None  # [n_in, P] int64 output pixel within a frame (conv); None for dense
+    vals: torch.Tensor        # conv [n_in, P, Cout] (zeros where a tap falls outside); dense [n_in, n_out]
+    rows: int                 # output rows a frame (pixels; 1 for dense)
+    width: int                # values a row (output channels; n_out for dense)
+    dense_macs: int           # multiply-adds a frame of the dense product
+
+    @property
+    def per_event(self) -> int:
+        return self.vals[0].numel()
+
+
+def _axis_taps(size: int, out: int, k: int, stride: int, pad: int, dil: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each input coordinate along one axis: the (output coordinate, kernel tap) pairs it feeds,
+    padded to the largest count; (out [size, P], tap [size, P], valid [size, P])."""
+    pairs = []
+    for y in range(size):
+        row = []
+        for ky in range(k):
+            num = y + pad - ky * dil
+            if num >= 0 and num % stride == 0 and num // stride < out:
+                row.append((num // stride, ky))
+        pairs.append(row)
+    width = max(1, max(len(r) for r in pairs))
+    o = torch.zeros(size, width, dtype=torch.int64)
+    t = torch.zeros(size, width, dtype=torch.int64)
+    v = torch.zeros(size, width, dtype=torch.bool)
+    for y, row in enumerate(pairs):
+        for j, (oy, ky) in enumerate(row):
+            o[y, j], t[y, j], v[y, j] = oy, ky, True
+    return o, t, v
+
+
+def _event_table(p: _Plan) -> _EventTable:
+    lay = p.q.layer
+    if lay.kind == "dense":
+        w = p.weight  # [n_in, n_out], rows in the input's order
+        return _EventTable(None, w, 1, int(w.shape[1]), int(w.numel()))
+    weight = torch.as_tensor(p.q.weight)
+    cout, cin_g, kh, kw = weight.shape
+    cin, h, w_ = lay.input_shape
+    _, oh, ow = lay.output_shape
+    g = lay.groups
+    full = torch.zeros(cout, cin, kh, kw, dtype=weight.dtype)  # groups spelled out: zeros across groups
+    og = cout // g
+    for gi in range(g):
+        full[gi * og:(gi + 1) * og, gi * cin_g:(gi + 1) * cin_g] = weight[gi * og:(gi + 1) * og]
+    oy, ky, vy = _axis_taps(h, oh, kh, lay.stride[0], lay.padding[0], lay.dilation[0])
+    ox, kx, vx = _axis_taps(w_, ow, kw, lay.stride[1], lay.padding[1], lay.dilation[1])
+    py, px = oy.shape[1], ox.shape[1]
+    # per pixel (y, x) and tap pair (a, b): output pixel, kernel tap, validity  [h, w, py, px]
+    pos = oy[:, None, :, None] * ow + ox[None, :, None, :]
+    valid = vy[:, None, :, None] & vx[None, :, None, :]
+    kyy = ky[:, None, :, None].expand(h, w_, py, px)
+    kxx = kx[None, :, None, :].expand(h, w_, py, px)
+    taps = full.permute(1, 2, 3, 0)[:, kyy, kxx] * valid[None, ..., None]  # [cin, h, w, py, px, cout]
+    n_in, n_p = cin * h * w_, py * px
+    pos = torch.where(valid, pos, torch.zeros_like(pos))  # a padding tap adds zeros to pixel 0: harmless
+    pos = pos.reshape(1, h * w_, n_p).expand(cin, h * w_, n_p).reshape(n_in, n_p)
+    vals = taps.reshape(n_in, n_p, cout).to(p.acc)
+    if p.in_hwc:
+        idx = hwc_index(lay.input_shape)
+        pos, vals = pos[idx], vals[idx]
+    return _EventTable(pos.contiguous().to(p.device), vals.contiguous().to(p.device), oh * ow, cout,
+                       cout * cin_g * kh * kw * oh * ow)
+
+
+def _use_events(p: _Plan, x: torch.Tensor, events: str) -> bool:
+    """Whether adding only the events' weights costs less than the dense product (never changes results)."""
+    if p.events is None or events == "never":
+        return False
+    if events == "always":
+        return True
+    frames = x.shape[0] * x.shape[1]
+    n_events = int(torch.count_nonzero(x))
+    return n_events * p.events.per_event * EVENT_COST[p.q.layer.kind] < frames * p.events.dense_macs
+
+
+def _synaptic_events(p: _Plan, x: torch.Tensor, bias: torch.Tensor | None, graded: bool) -> torch.Tensor:
+    """x [T, b, n_in] -> [T, b, n_out] by ``index_add_`` of the weights of the nonzero inputs only."""
+    t, b, n_in = x.shape
+    ev = p.events
+    flat = x.reshape(-1)
+    idx = torch.nonzero(flat).squeeze(1)
+    frame = torch.div(idx, n_in, rounding_mode="floor")
+    i = idx - frame * n_in
+    src = ev.vals.index_select(0, i)
+    if graded:  # payloads other than 1 (the first layer's graded input): weight times payload, exact
+        src.mul_(flat[idx].reshape(-1, *([1] * (src.ndim - 1))))
+    n_rows = t * b * ev.rows
+    if bias is not None:
+        out = bias.reshape(1, ev.width).expand(n_rows, ev.width).clone()
+    else:
+        out = torch.zeros(n_rows, ev.width, dtype=src.dtype, device=src.device)
+    if ev.pos is None:
+        out.index_add_(0, frame, src)
+    else:
+        rows = (frame * ev.rows).unsqueeze(1) + ev.pos.index_select(0, i)
+        out.index_add_(0, rows.reshape(-1), src.reshape(-1, ev.width))
+    return out.reshape(t, b, -1)
+
+
+def _conv(p: _Plan, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    lay = p.q.layer
+    if x.device.type == "cuda":
+        return _conv_unfold(p, x, w, bias)
+    return F.conv2d(x, w, bias, stride=lay.stride, padding=lay.padding, dilation=lay.dilation, groups=lay.groups)
+
+
+def _conv_unfold(p: _Plan, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The convolution as unfold + FP32 matrix product, for CUDA (TF32 off, see ``_exact_cuda``): every
+    partial sum is a sum of products, which cuDNN's Winograd / FFT algorithms do not guarantee."""
+    lay = p.q.layer
+    cout, cin_g, kh, kw = w.shape
+    _, oh, ow = lay.output_shape
+    g = lay.groups
+    cols = F.unfold(x, (kh, kw), dilation=lay.dilation, padding=lay.padding, stride=lay.stride)
+    cols = cols.reshape(x.shape[0], g, cin_g * kh * kw, oh * ow)
+    out = torch.matmul(w.reshape(g, cout // g, cin_g * kh * kw), cols)  # [F, g, cout/g, L]
+    out = out.reshape(x.shape[0], cout, oh, ow)
+    if bias is not None:
+        out.add_(bias.reshape(1, cout, 1, 1))
+    return out
+
+
+def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor | None = None,
+              events: str = "never", graded: bool = False) -> torch.Tensor:
     """h [T, b, *frame] -> summed input [T, b, n] (all steps of the chunk in one convolution / product);
-    ``weight`` replaces the plan's (one delay's synapses)."""
+    ``weight`` replaces the plan's (one delay's synapses).
+
+    A conv input given as [T, b, C, H, W] gives its output in (C, H, W) order; one given flat
+    [T, b, n] is in the plan's layouts (``in_hwc`` / ``out_hwc``)."""
     lay = p.q.layer
     w = p.weight if weight is None else weight
     t, b = h.shape[:2]
     x = h if h.dtype == p.acc else h.to(p.acc)
+    if weight is None and h.ndim == 3 and (lay.kind == "dense" or p.out_hwc) and _use_events(p, x, events):
+        return _synaptic_events(p, x, bias, graded)
     if lay.kind == "conv":
-        # NCHW: at these chunk sizes oneDNN is faster on it than on channels-last, and no reorder is needed
-        a = F.conv2d(x.reshape(t * b, *lay.input_shape), w, bias, stride=lay.stride, padding=lay.padding,
-                     dilation=lay.dilation, groups=lay.groups)
+        c, hh, ww = lay.input_shape
+        standard = h.ndim == 5
+        if standard or not p.in_hwc:
+            xin = x.reshape(t * b, c, hh, ww)
+            if p.out_hwc:
+                xin = xin.contiguous(memory_format=torch.channels_last)
+        else:  # (H, W, C) frames seen as channels-last NCHW: no copy
+            xin = x.reshape(t * b, hh, ww, c).permute(0, 3, 1, 2)
+        a = _conv(p, xin, w, bias)
+        if p.out_hwc and not standard:
+            return a.permute(0, 2, 3, 1).reshape(t, b, -1)  # a view when oneDNN kept channels-last
         return a.reshape(t, b, -1)
     x = x.reshape(t * b, -1)
     a = torch.addmm(bias, x, w) if bias is not None else x @ w
@@ -223,10 +453,14 @@ def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torc
 
 
 def _per_neuron(p: _Plan, values: torch.Tensor) -> torch.Tensor:
-    """Per-channel conv values repeated over each channel's map (neurons in (C, H, W) order)."""
+    """Per-channel conv values repeated over each channel's map, in the layer's neuron order."""
     lay = p.q.layer
     if lay.kind != "conv":
         return values
+    if p.out_hwc:
+        if values.ndim > 1:  # per neuron (C, H, W) -> (H, W, C)
+            return values.permute(1, 2, 0).reshape(-1)
+        return values.repeat(int(np.prod(lay.output_shape[1:])))
     if values.ndim > 1:  # already per neuron (C, H, W)
         return values.reshape(-1)
     return values.repeat_interleave(int(np.prod(lay.output_shape[1:])))
@@ -258,7 +492,7 @@ def _scan_if(w: torch.Tensor, vth: int) -> None:
 def _scan_lif(w: torch.Tensor, vth: int, v_decay: int) -> None:
     """No current memory, leak: v = sat24(trunc(v * (4096 - vDecay) / 4096) + ((a + bias) << 6)); float64."""
     c = (DECAY_UNITY - v_decay) / DECAY_UNITY  # exact: an integer over 2**12
-    v = torch.zeros(w.shape[1:], dtype=torch.float64)
+    v = torch.zeros(w.shape[1:], dtype=torch.float64, device=w.device)
     for k in range(w.shape[0]):
         s = w[k]
         v.mul_(c).trunc_()
@@ -274,9 +508,9 @@ def _scan_cuba(p: _Plan, a: torch.Tensor) -> None:
     cu = (DECAY_UNITY - min(q.i_decay, DECAY_UNITY)) / DECAY_UNITY
     cv = (DECAY_UNITY - q.v_decay) / DECAY_UNITY
     bias = _per_neuron(p, p.bias.to(torch.float64) * ACT_SHIFT) if p.bias is not None else None
-    u = torch.zeros(a.shape[1:], dtype=torch.float64)
+    u = torch.zeros(a.shape[1:], dtype=torch.float64, device=a.device)
     v = torch.zeros_like(u)
-    prev = torch.zeros(a.shape[1:], dtype=a.dtype)
+    prev = torch.zeros(a.shape[1:], dtype=a.dtype, device=a.device)
     for k in range(a.shape[0]):
         s = a[k]
         u.mul_(cu).trunc_()
@@ -295,13 +529,13 @@ def _scan_cuba(p: _Plan, a: torch.Tensor) -> None:
         prev = s
 
 
-def _run_layer(p: _Plan, h: torch.Tensor) -> torch.Tensor:
+def _run_layer(p: _Plan, h: torch.Tensor, events: str = "never", graded: bool = False) -> torch.Tensor:
     """h [T, b, *frame] -> spikes [T, b, n] as 0/1 floats."""
     q = p.q
     if p.mode == "int64":
         return _run_layer_int64(p, h)
     fused = p.fuse_bias
-    a = _delayed_input(p, h, p.bias if fused else None)
+    a = _delayed_input(p, h, p.bias if fused else None, events, graded)
     mode = p.mode
     if mode in ("if", "lif") and not fused:
         mn, mx = torch.aminmax(a)
@@ -337,12 +571,13 @@ def _run_layer_int64(p: _Plan, h: torch.Tensor) -> torch.Tensor:
     if lay.kind == "conv":  # utils.signed_clamp(x, 24), unconditionally
         a = torch.remainder(a + MAX_UV, 2 * MAX_UV) - MAX_UV
     t, b, n = a.shape
-    bias = _per_neuron(p, p.bias) * ACT_SHIFT if p.bias is not None else torch.zeros(n, dtype=torch.int64)
+    dev = a.device
+    bias = _per_neuron(p, p.bias) * ACT_SHIFT if p.bias is not None else torch.zeros(n, dtype=torch.int64, device=dev)
     vth = q.vth * ACT_SHIFT
-    u = torch.zeros(b, n, dtype=torch.int64)
-    v = torch.zeros(b, n, dtype=torch.int64)
-    s = torch.zeros(b, n, dtype=torch.bool)
-    out = torch.empty(t, b, n, dtype=torch.float32)
+    u = torch.zeros(b, n, dtype=torch.int64, device=dev)
+    v = torch.zeros(b, n, dtype=torch.int64, device=dev)
+    s = torch.zeros(b, n, dtype=torch.bool, device=dev)
+    out = torch.empty(t, b, n, dtype=torch.float32, device=dev)
     for k in range(t):
         ak = a[k]
         if p.rec_weight is not None:
@@ -363,26 +598,35 @@ class _Buffers(threading.local):
     """Per worker thread, reusable flat buffers: a fresh multi-megabyte tensor per chunk costs
     page faults on first touch, as much time as the work done in it."""
 
-    def get(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    def get(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         n = int(np.prod(shape))
         buf = self.__dict__.get(key)
-        if buf is None or buf.numel() < n or buf.dtype != dtype:
-            buf = self.__dict__[key] = torch.empty(n, dtype=dtype)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = self.__dict__[key] = torch.empty(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
 
 
 def _prepare_input(plans: list[_Plan], net: QuantNet, x: torch.Tensor, bufs: _Buffers) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [b, T, *shape] -> (input payloads [T, b, *shape], nonzero entries per input summed)."""
-    dtype = plans[0].acc if plans[0].acc.is_floating_point else torch.float64
-    shape = (x.shape[1], x.shape[0], *x.shape[2:])
-    h = bufs.get("input", shape, dtype)
-    h.copy_(x.transpose(0, 1))
+    """x [b, T, *shape] -> (input payloads [T, b, n] in the first layer's input order, nonzero entries
+    per input summed, in (C, H, W) order): the one copy transposes into the layout too."""
+    p0 = plans[0]
+    dtype = p0.acc if p0.acc.is_floating_point else torch.float64
+    b, t = x.shape[:2]
+    n = int(np.prod(x.shape[2:]))
+    if p0.in_hwc:
+        c, hh, ww = x.shape[2:]
+        h = bufs.get("input", (t, b, hh, ww, c), dtype, p0.device)
+        h.copy_(x.permute(1, 0, 3, 4, 2))
+    else:
+        h = bufs.get("input", (t, b, *x.shape[2:]), dtype, p0.device)
+        h.copy_(x.transpose(0, 1))
+    h = h.view(t, b, n)
     if net.input_bits == 0:
         events = _count(h.ne_(0))
     else:  # events are counted on the values given, as the Lava engine's caller counts them
-        events = _count(torch.ne(h, 0, out=bufs.get("nonzero", shape, dtype)))
+        events = _count(torch.ne(h, 0, out=bufs.get("nonzero", (t, b, n), dtype, p0.device)))
         h.round_().clamp_(0, 2**net.input_bits - 1)
-    return h, events
+    return h, _to_chw(events, tuple(x.shape[2:]), p0.in_hwc)
 
 
 def _count(s: torch.Tensor) -> torch.Tensor:
@@ -393,56 +637,103 @@ def _count(s: torch.Tensor) -> torch.Tensor:
     m = s.reshape(s.shape[0] * s.shape[1], -1)
     if m.shape[0] >= FLOAT32_EXACT:
         return m.sum(0, dtype=torch.float64)
-    return (torch.ones(m.shape[0], dtype=m.dtype) @ m).to(torch.float64)
+    return (torch.ones(m.shape[0], dtype=m.dtype, device=m.device) @ m).to(torch.float64)
+
+
+def _chw_view(p: _Plan, h: torch.Tensor) -> torch.Tensor:
+    """Spikes [T, b, n] in the layer's order as [T, b, *output_shape] in (C, H, W) order (a view)."""
+    t, b = h.shape[:2]
+    shape = p.q.layer.output_shape
+    if p.out_hwc:
+        c, hh, ww = shape
+        return h.reshape(t, b, hh, ww, c).permute(0, 1, 4, 2, 3)
+    return h.reshape(t, b, *shape)
+
+
+def _to_chw(values: torch.Tensor, shape: tuple[int, ...], hwc: bool) -> torch.Tensor:
+    """Per-neuron values in (H, W, C) order (when ``hwc``) back in (C, H, W) order."""
+    if not hwc:
+        return values
+    out = torch.empty_like(values)
+    out[hwc_index(shape).to(values.device)] = values
+    return out
+
+
+@contextlib.contextmanager
+def _exact_cuda(device: torch.device):
+    """On CUDA: no TF32 (10-bit mantissas: not exact) in matrix products or cuDNN, deterministic cuDNN."""
+    if device.type != "cuda":
+        yield
+        return
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = False, False, True, False
+    try:
+        yield
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = saved
 
 
 def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, record: bool = False,
-             threads: int | None = None, arithmetic: str = "auto") -> FastResult:
+             threads: int | None = None, arithmetic: str = "auto", events: str = "auto",
+             device: str | torch.device | None = None) -> FastResult:
     """Run ``inputs`` [N, T, *shape] through ``net``: per-neuron spike totals always, trains when ``record``.
 
     ``batch_size`` samples go through all layers together (small chunks keep each layer's
     tensors in cache); ``threads`` chunks run at once, each op single-threaded (default: torch's
     thread count), which stays efficient when other processes share the cores.
     ``arithmetic="int64"`` runs the integer reference instead of the proven-exact float paths.
+    ``events``: event-driven accumulation where it is cheaper ("auto"), everywhere it applies
+    ("always") or never ("never"); results are the same. ``device``: "cpu" (default) or "cuda";
+    results come back on the CPU.
     """
+    if events not in EVENTS:
+        raise ValueError(f"events '{events}' is not one of {EVENTS}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     n, t = inputs.shape[:2]
-    plans = _plan(net, t, arithmetic)
+    plans = _cached_plan(net, t, arithmetic, dev)
     output = torch.empty((t, n, *plans[-1].q.layer.output_shape), dtype=torch.uint8)
     rec = {p.q.name: torch.empty((t, n, *p.q.layer.output_shape), dtype=torch.uint8) for p in plans} if record else {}
     x = inputs.detach()
     bufs = _Buffers()
+    graded = net.input_bits > 0
 
     def work(i0: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with torch.inference_mode():
-            h, events = _prepare_input(plans, net, x[i0:i0 + batch_size], bufs)
+            h, in_events = _prepare_input(plans, net, x[i0:i0 + batch_size].to(dev), bufs)
             b = h.shape[1]
             counts = []
-            for p in plans:
-                h = _run_layer(p, h)
+            for k, p in enumerate(plans):
+                h = _run_layer(p, h, events, graded and k == 0)
                 counts.append(_count(h))
                 if record:
-                    rec[p.q.name][:, i0:i0 + b].copy_(h.reshape(t, b, *p.q.layer.output_shape))
-            output[:, i0:i0 + b].copy_(h.reshape(t, b, *plans[-1].q.layer.output_shape))
-            return events, counts
+                    rec[p.q.name][:, i0:i0 + b].copy_(_chw_view(p, h))
+            output[:, i0:i0 + b].copy_(_chw_view(plans[-1], h))
+            return in_events, counts
 
-    workers = max(1, threads or torch.get_num_threads())
+    cuda = dev.type == "cuda"
+    workers = 1 if cuda else max(1, threads or torch.get_num_threads())  # one stream keeps the GPU busy
     batch_size = max(1, min(batch_size, -(-n // workers)))  # a few samples still give every worker a chunk
     starts = list(range(0, n, batch_size))
     workers = min(workers, len(starts))
     prev = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over chunks, not inside each small op
+    if not cuda:
+        torch.set_num_threads(1)  # parallel over chunks, not inside each small op
     try:
-        if workers == 1:
-            results = [work(i) for i in starts]
-        else:
-            with ThreadPoolExecutor(workers) as ex:
-                results = list(ex.map(work, starts))
+        with _exact_cuda(dev):
+            if workers == 1:
+                results = [work(i) for i in starts]
+            else:
+                with ThreadPoolExecutor(workers) as ex:
+                    results = list(ex.map(work, starts))
     finally:
         torch.set_num_threads(prev)
-    in_events = torch.zeros(int(np.prod(inputs.shape[2:])), dtype=torch.float64)
-    totals = {p.q.name: torch.zeros(p.q.layer.neurons, dtype=torch.float64) for p in plans}
-    for events, counts in results:
-        in_events += events
+    in_events = torch.zeros(int(np.prod(inputs.shape[2:])), dtype=torch.float64, device=dev)
+    totals = {p.q.name: torch.zeros(p.q.layer.neurons, dtype=torch.float64, device=dev) for p in plans}
+    for ev, counts in results:
+        in_events += ev
         for p, c in zip(plans, counts):
             totals[p.q.name] += c
+    in_events = in_events.cpu()
+    totals = {p.q.name: _to_chw(totals[p.q.name], p.q.layer.output_shape, p.out_hwc).cpu() for p in plans}
     return FastResult(rec if record else None, output, in_events, totals)
