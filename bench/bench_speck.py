@@ -108,8 +108,9 @@ def compare_engines(inp: DeployInput, repeats: int, event: bool) -> None:
             p_ev = logits_from(ev, form, inp.host).argmax(1)
         acc_ref = float((p_ref == inp.labels).float().mean())
         acc_ev = float((p_ev == inp.labels).float().mean())
+        agree = float((p_ev == p_ref).float().mean())
         print(f"event-driven semantics ({n / wall:.1f} samples/s): accuracy {100 * acc_ref:.2f} % time-stepped -> "
-              f"{100 * acc_ev:.2f} % event-driven, predictions agree on {100 * float((p_ev == p_ref).float().mean()):.2f} %")
+              f"{100 * acc_ev:.2f} % event-driven, predictions agree on {100 * agree:.2f} %")
         print("  spikes per sample, time-stepped -> event-driven:")
         for row in fast_engine.spike_difference(ref, ev, [layer.name for layer in form.layers]):
             print(f"  {row['layer']}: {row['spikes_per_sample_stepped']:.1f} -> {row['spikes_per_sample_event']:.1f} "

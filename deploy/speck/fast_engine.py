@@ -60,9 +60,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options, fires_at_threshold
+from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options
 from spikeport.deploy.speck.quantize import QuantisedForm
-from spikeport.deploy.speck.simulate import SimResult, fanout_map
+from spikeport.deploy.speck.simulate import SimResult, fanout_map, float_neuron
 from spikeport.errors import ConfigError
 
 FLOAT32_EXACT = 2**24   # float32 holds every integer below this exactly
@@ -109,16 +109,6 @@ class EnginePlan:
         return max(max(p.state_max, p.input_max, p.events_max * self.timesteps) for p in self.layers)
 
 
-def _float_neuron(form: ChipForm) -> tuple[float, float | None]:
-    """(threshold, floor) of the float chip form, as ``simulate.build_chip_net`` gives sinabs."""
-    if fires_at_threshold(form):
-        threshold = 1.0
-    else:  # v > 1 as v >= the next float32 above 1
-        threshold = float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))
-    floor = None if form.membrane_floor is None else float(form.membrane_floor) * threshold
-    return threshold, floor
-
-
 def _state_max(threshold: float, floor: float | None, input_max: float, timesteps: int, grows: bool) -> float:
     # after a step's reset v < threshold (or >= floor); with one spike a step and subtraction it
     # can instead climb by the input every step
@@ -136,7 +126,7 @@ def plan(form: ChipForm, timesteps: int, quant: QuantisedForm | None = None, max
     for i, layer in enumerate(form.layers):
         if quant is None:
             weight, bias = layer.weight.double(), layer.bias.double()
-            threshold, floor = _float_neuron(form)
+            threshold, floor = float_neuron(form)
         else:
             q = quant.layers[i]
             weight, bias = q.weight.double(), q.bias.double()

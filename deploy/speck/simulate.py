@@ -70,7 +70,7 @@ def neuron_functions(form: ChipForm) -> tuple[type, object]:
     return spike_fn, reset_fn
 
 
-def _float_neuron(form: ChipForm) -> tuple[float, float | None]:
+def float_neuron(form: ChipForm) -> tuple[float, float | None]:
     """(threshold, min_v_mem) of the float chip form, whose threshold is 1."""
     if fires_at_threshold(form):
         threshold = 1.0  # sinabs' own test, v >= 1 (MultiSpike: floor(v / 1) spikes)
@@ -105,7 +105,7 @@ def build_chip_net(form: ChipForm, timesteps: int, quant: QuantisedForm | None =
                          bias=True)
         if quant is None:
             weight, bias = layer.weight, layer.bias
-            threshold, min_v_mem = _float_neuron(form)
+            threshold, min_v_mem = float_neuron(form)
         else:
             q = quant.layers[i]
             weight, bias = q.weight.double(), q.bias.double()
