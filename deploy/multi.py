@@ -53,8 +53,9 @@ def _run_target(inp: DeployInput, target: str) -> Stats:
 
 
 def deploy_joint(run_dir: str | Path, target: str, engine: str | None = None, samples: int | None = None,
-                 root: Path | None = None) -> dict[str, Stats]:
-    """Each modality's part of a joint run on its own test split: {modality: Stats}."""
+                 root: Path | None = None, only: str | None = None) -> dict[str, Stats]:
+    """Each modality's part of a joint run on its own test split: {modality: Stats}
+    (``only``: that modality's part alone)."""
     from spikeport.deploy.targets import resolve_engine
     from spikeport.train.checkpoint import load_run_model
     parts = part_runs(run_dir)
@@ -63,6 +64,8 @@ def deploy_joint(run_dir: str | Path, target: str, engine: str | None = None, sa
     engine = resolve_engine(target, engine)
     out = {}
     for modality, part in parts.items():
+        if only is not None and modality != only:
+            continue
         _, spec = load_run_model(part)
         inp = build_deploy_input(part, target, engine, samples, root)
         inp.labels = inp.labels % int(spec.get("label_mod", spec["num_classes"]))
