@@ -88,6 +88,8 @@ def train(
     preset: Optional[str] = typer.Option(None, help=f"binning preset (default: the dataset's own); {_PRESETS}"),
     augment: Optional[int] = typer.Option(None, min=0, help="event-level augmented copies of the training "
                                                             "split (default: the dataset's; 0: none)"),
+    readout: Optional[str] = typer.Option(None, help="head readout of hopfield/hgrn/hybrid/joint: current "
+                                                     "(default) or spike (the seed's single-step LIF)"),
     finetune_for: Optional[str] = typer.Option(None, "--finetune-for", help="then fine-tune through a chip's "
                                                "integer arithmetic: loihi2 | loihi | speck (leaves the model on its grid)"),
     finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", min=1, help="fine-tuning epochs (default 3)"),
@@ -99,7 +101,7 @@ def train(
     train_run(model=model, dataset=dataset, out=out, chip_native=chip_native, ann=ann, root=root,
               epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
               max_samples=max_samples, resume=resume, config=config, preset=preset, augment=augment,
-              finetune_for=finetune_for, finetune_epochs=finetune_epochs,
+              readout=readout, finetune_for=finetune_for, finetune_epochs=finetune_epochs,
               init_from=str(init_from) if init_from is not None else None)
 
 

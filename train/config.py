@@ -86,7 +86,7 @@ class TrainConfig:
 #: Keys a config file may hold: the CLI options and the recipe.
 RUN_KEYS = ("model", "dataset", "out", "chip_native", "ann", "root", "max_samples", "timesteps",
             "width", "beta", "preset", "augment", "bin_s", "split",
-            "finetune_for", "finetune_epochs", "init_from")
+            "finetune_for", "finetune_epochs", "init_from", "readout")
 CONFIG_KEYS = RUN_KEYS + tuple(f.name for f in fields(TrainConfig))
 
 

@@ -193,7 +193,10 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
                             bool(opts.get("ann")), seed=cfg.seed,
                             timesteps=data.get("timesteps", opts.get("timesteps")),
                             width=opts.get("width") or "small",
-                            beta=opts.get("beta"))
+                            beta=opts.get("beta"), readout=opts.get("readout"),
+                            options=opts.get("model_options"))
+        if "readout" in spec:  # recorded in config.yaml too: which head readout this run trained
+            opts["readout"] = spec["readout"]
         if "bin_s" in data:
             spec["dt"] = data["bin_s"]   # seconds a bin: the data's and the neurons' step
         spec["preset"] = data["preset"]
