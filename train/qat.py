@@ -42,6 +42,7 @@ DEFAULT_FINETUNE_EPOCHS = 3
 DEFAULT_FINETUNE_LR = 5e-4
 LOIHI_MARGIN = 0.25   # float threshold (vth + 1/4) / scale: fires exactly when v_int > vth
 SPECK_MARGIN = 0.6    # float threshold (thr - 0.6) / scale: fires exactly when v_int >= thr
+SYMMETRIC_MAX = 127   # Speck weights kept in [-127, 127]: a grid Loihi's mixed-sign weights share
 
 
 @dataclass
@@ -100,7 +101,10 @@ def chip_grid(model: nn.Module, dt: float, target: str) -> ChipGrid:
             w_t = blocks[cl.name].weight
             su = q.scale * _ratio(cl.weight, w_t)
             b = blocks[cl.name].bias
-            layers.append(LayerGrid(cl.name, cl.neuron, q.weight.double().reshape(w_t.shape).div(su).to(w_t.dtype),
+            # Speck's 8 bits reach -128; Loihi's mixed-sign weights stop at -127 (x 2). The symmetric
+            # range is still Speck's grid and keeps the model on Loihi's too.
+            w_int = q.weight.double().clamp(-SYMMETRIC_MAX, SYMMETRIC_MAX)
+            layers.append(LayerGrid(cl.name, cl.neuron, w_int.reshape(w_t.shape).div(su).to(w_t.dtype),
                                     None if b is None else q.bias.double().div(su).to(b.dtype),
                                     (q.threshold - SPECK_MARGIN) / su, su))
     else:
