@@ -27,7 +27,7 @@ from spikeport.deploy.float_runtime import run_float, run_layer
 from spikeport.deploy.lowering import LayerGraph, lower
 
 DIVERGENCE_SAMPLES = 64
-CORRELATION_MIN = 0.95
+CORRELATION_MIN = 0.99   # plain rounding on real N-MNIST: 0.999 in the first layer, ~0.98 by the fourth
 RATE_ERROR_MAX = 0.10
 
 

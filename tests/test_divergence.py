@@ -75,4 +75,4 @@ def test_perturbed_layer_is_named_first(target, engine):
         div = summary(rows, x.shape[0])
         assert div["first_divergent"] == names[k], div
         assert all(r.identical_fraction == 1.0 for r in rows[:k])   # upstream untouched
-        assert rows[k].local_correlation is not None and rows[k].local_correlation < 0.95
+        assert rows[k].local_correlation is not None and rows[k].local_correlation < 0.99
