@@ -269,11 +269,11 @@ def _shift(a: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def _delayed_input(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, events: str = "never",
-                   graded: bool = False) -> torch.Tensor:
+                   graded: bool = False, n_events: int | None = None) -> torch.Tensor:
     """Synaptic input with the layer's axonal delays: Lava's ``DelayDense`` adds ``d`` steps to the
     block's own one, which the local time frame leaves out; the bias is never delayed."""
     if p.delays is None:
-        return _synaptic(p, h, bias, events=events, graded=graded)
+        return _synaptic(p, h, bias, events=events, graded=graded, n_events=n_events)
     assert bias is None, "a delayed layer never fuses its bias"
     if p.q.delay.ndim == 1:
         a = _synaptic(p, h, None)
@@ -363,14 +363,16 @@ def _event_table(p: _Plan) -> _EventTable:
                        cout * cin_g * kh * kw * oh * ow)
 
 
-def _use_events(p: _Plan, x: torch.Tensor, events: str) -> bool:
-    """Whether adding only the events' weights costs less than the dense product (never changes results)."""
+def _use_events(p: _Plan, x: torch.Tensor, events: str, n_events: int | None = None) -> bool:
+    """Whether adding only the events' weights costs less than the dense product (never changes results).
+    ``n_events``: the nonzero inputs, when the caller has counted them (a pass over x saved)."""
     if p.events is None or events == "never":
         return False
     if events == "always":
         return True
     frames = x.shape[0] * x.shape[1]
-    n_events = int(torch.count_nonzero(x))
+    if n_events is None:
+        n_events = int(torch.count_nonzero(x))
     return n_events * p.events.per_event * EVENT_COST[p.q.layer.kind] < frames * p.events.dense_macs
 
 
@@ -422,7 +424,7 @@ def _conv_unfold(p: _Plan, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor 
 
 
 def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor | None = None,
-              events: str = "never", graded: bool = False) -> torch.Tensor:
+              events: str = "never", graded: bool = False, n_events: int | None = None) -> torch.Tensor:
     """h [T, b, *frame] -> summed input [T, b, n] (all steps of the chunk in one convolution / product);
     ``weight`` replaces the plan's (one delay's synapses).
 
@@ -432,7 +434,7 @@ def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torc
     w = p.weight if weight is None else weight
     t, b = h.shape[:2]
     x = h if h.dtype == p.acc else h.to(p.acc)
-    if weight is None and h.ndim == 3 and (lay.kind == "dense" or p.out_hwc) and _use_events(p, x, events):
+    if weight is None and h.ndim == 3 and (lay.kind == "dense" or p.out_hwc) and _use_events(p, x, events, n_events):
         return _synaptic_events(p, x, bias, graded)
     if lay.kind == "conv":
         c, hh, ww = lay.input_shape
@@ -481,11 +483,12 @@ def _scan_if(w: torch.Tensor, vth: int) -> None:
     """No current memory, no leak: v = sat24(v + u + bias); everything in units of 2**6."""
     hi = (MAX_UV - 1) / ACT_SHIFT
     v = torch.zeros_like(w[0])
+    th = torch.tensor(vth, dtype=v.dtype, device=v.device)  # a Python number would be wrapped (a copy) each step
     for k in range(w.shape[0]):
         s = w[k]
         v.add_(s)
         v.clamp_(-hi, hi)
-        torch.gt(v, vth, out=s)
+        torch.gt(v, th, out=s)
         v.addcmul_(v, s, value=-1)  # reset to 0 where spiked (v - v * 1), exact
 
 
@@ -493,12 +496,13 @@ def _scan_lif(w: torch.Tensor, vth: int, v_decay: int) -> None:
     """No current memory, leak: v = sat24(trunc(v * (4096 - vDecay) / 4096) + ((a + bias) << 6)); float64."""
     c = (DECAY_UNITY - v_decay) / DECAY_UNITY  # exact: an integer over 2**12
     v = torch.zeros(w.shape[1:], dtype=torch.float64, device=w.device)
+    th = torch.tensor(vth * ACT_SHIFT, dtype=v.dtype, device=v.device)
     for k in range(w.shape[0]):
         s = w[k]
         v.mul_(c).trunc_()
         v.add_(s, alpha=ACT_SHIFT)
         v.clamp_(-MAX_UV + 1, MAX_UV - 1)
-        torch.gt(v, vth * ACT_SHIFT, out=s)
+        torch.gt(v, th, out=s)
         v.addcmul_(v, s, value=-1)
 
 
@@ -511,6 +515,7 @@ def _scan_cuba(p: _Plan, a: torch.Tensor) -> None:
     u = torch.zeros(a.shape[1:], dtype=torch.float64, device=a.device)
     v = torch.zeros_like(u)
     prev = torch.zeros(a.shape[1:], dtype=a.dtype, device=a.device)
+    th = torch.tensor(q.vth * ACT_SHIFT, dtype=v.dtype, device=v.device)
     for k in range(a.shape[0]):
         s = a[k]
         u.mul_(cu).trunc_()
@@ -524,18 +529,19 @@ def _scan_cuba(p: _Plan, a: torch.Tensor) -> None:
         if bias is not None:
             v.add_(bias)
         v.clamp_(-MAX_UV + 1, MAX_UV - 1)
-        torch.gt(v, q.vth * ACT_SHIFT, out=s)
+        torch.gt(v, th, out=s)
         v.addcmul_(v, s, value=-1)
         prev = s
 
 
-def _run_layer(p: _Plan, h: torch.Tensor, events: str = "never", graded: bool = False) -> torch.Tensor:
-    """h [T, b, *frame] -> spikes [T, b, n] as 0/1 floats."""
+def _run_layer(p: _Plan, h: torch.Tensor, events: str = "never", graded: bool = False,
+               n_events: int | None = None) -> torch.Tensor:
+    """h [T, b, *frame] -> spikes [T, b, n] as 0/1 floats; ``n_events``: h's nonzero entries, if known."""
     q = p.q
     if p.mode == "int64":
         return _run_layer_int64(p, h)
     fused = p.fuse_bias
-    a = _delayed_input(p, h, p.bias if fused else None, events, graded)
+    a = _delayed_input(p, h, p.bias if fused else None, events, graded, n_events)
     mode = p.mode
     if mode in ("if", "lif") and not fused:
         mn, mx = torch.aminmax(a)
@@ -703,9 +709,11 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
             h, in_events = _prepare_input(plans, net, x[i0:i0 + batch_size].to(dev), bufs)
             b = h.shape[1]
             counts = []
+            n_events = int(in_events.sum())  # the totals give each layer's input events for free
             for k, p in enumerate(plans):
-                h = _run_layer(p, h, events, graded and k == 0)
+                h = _run_layer(p, h, events, graded and k == 0, n_events)
                 counts.append(_count(h))
+                n_events = int(counts[-1].sum())
                 if record:
                     rec[p.q.name][:, i0:i0 + b].copy_(_chw_view(p, h))
             output[:, i0:i0 + b].copy_(_chw_view(plans[-1], h))
