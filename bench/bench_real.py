@@ -14,11 +14,11 @@ Prints, in one run:
 3. its export, deployed with ``deploy_run(run, target="loihi2")`` and ``target="speck"`` on the
    same hold-out: accuracy and agreement with the float model, and the first layer whose spikes
    diverge from the float model's (``stats.divergence``);
-4. the quantisation-aware variant: ``spikeport train ... --finetune-for speck --init-from RUN``
-   (a few epochs through Speck's integer arithmetic, leaving the model on Speck's grid, which is
-   also Loihi's), exported and deployed to both chips the same way;
+4. the quantisation-aware variants: ``spikeport train ... --finetune-for loihi2|speck --init-from
+   RUN`` (a few epochs through that chip's integer arithmetic, leaving the model on its grid),
+   each exported and deployed to its chip: float accuracy on the grid, chip accuracy, agreement;
 and ends with ``real nmnist: float <acc>, loihi2 <acc> (agree <a>), speck <acc> (agree <a>), n=<n>``
-for the model a user deploys: the quantisation-aware one (``--no-qat``: the plain one).
+for the plain model (the default recipe, rounded by deploy).
 Skips (exit 0) with a message when the data are absent.
 
 Run: ``.venv/bin/python bench/bench_real.py [--root DIR] [--run runs/bench_real] [--retrain]``.
@@ -79,13 +79,14 @@ def linear_baseline(root: Path) -> tuple[float, int, int]:
     return float((clf.predict(xh) == yh).mean()), len(y_fit), len(yh), best
 
 
-def deploy_both(run: Path, samples: int | None, export_run, deploy_run, label: str = "") -> dict:
+def deploy_both(run: Path, samples: int | None, export_run, deploy_run, label: str = "",
+                targets: tuple[str, ...] = ("loihi2", "speck")) -> dict:
     """Export ``run`` and deploy it to Loihi 2 and Speck; prints each chip's figures."""
     info = export_run(run)
     print(f"{label}export: {run / 'export' / info.nir_file}, "
           f"{'exact' if info.verification.exact else 'NOT exact'} round trip ({info.verification.runtime})")
     chips = {}
-    for target in ("loihi2", "speck"):
+    for target in targets:
         t0 = time.perf_counter()
         stats = deploy_run(run, target=target, samples=samples)
         chips[target] = stats
@@ -152,23 +153,22 @@ def main() -> int:
           f"best val {metrics.best_val_accuracy}, epoch {metrics.best_epoch}; trained in {metrics.wall_s:.0f} s)")
 
     plain = deploy_both(run, args.samples, export_run, deploy_run)
-    final_float, final = metrics.test_accuracy, plain
     if not args.no_qat:
-        qrun = run.parent / f"{run.name}_qat_speck"
-        if args.retrain or not (qrun / "metrics.json").is_file() or \
-                (qrun / "metrics.json").stat().st_mtime < (run / "metrics.json").stat().st_mtime:
-            t0 = time.perf_counter()
-            train_run(model="baseline", dataset="nmnist", out=qrun, chip_native=True, root=root, progress=False,
-                      finetune_for="speck", init_from=str(run), finetune_epochs=args.finetune_epochs, augment=0)
-            print(f"fine-tuned {qrun} for speck in {time.perf_counter() - t0:.0f} s")
-        qm = read_json_model(qrun / "metrics.json", Metrics)
-        ft = (qm.model_extra or {}).get("finetune", {})
-        print(f"quantisation-aware (--finetune-for speck --init-from {run.name}, {ft.get('epochs')} epochs, "
-              f"{ft.get('wall_s', 0):.0f} s): float on the chip grid {qm.test_accuracy:.4f} (val: rounded "
-              f"{ft.get('val_accuracy_rounded')}, fine-tuned {ft.get('val_accuracy')} at epoch {ft.get('best_epoch')})")
-        final_float, final = qm.test_accuracy, deploy_both(qrun, args.samples, export_run, deploy_run, "qat ")
-    lo, sp = final["loihi2"], final["speck"]
-    print(f"real nmnist: float {final_float:.4f}, loihi2 {lo.accuracy:.4f} "
+        for chip in ("loihi2", "speck"):
+            qrun = run.parent / f"{run.name}_qat_{chip}"
+            if args.retrain or not (qrun / "metrics.json").is_file() or \
+                    (qrun / "metrics.json").stat().st_mtime < (run / "metrics.json").stat().st_mtime:
+                train_run(model="baseline", dataset="nmnist", out=qrun, chip_native=True, root=root, progress=False,
+                          finetune_for=chip, init_from=str(run), finetune_epochs=args.finetune_epochs, augment=0)
+            qm = read_json_model(qrun / "metrics.json", Metrics)
+            ft = (qm.model_extra or {}).get("finetune", {})
+            print(f"quantisation-aware for {chip} (--finetune-for {chip} --init-from {run.name}, {ft.get('epochs')} "
+                  f"epochs, {ft.get('wall_s', 0):.0f} s): float on the {chip} grid {qm.test_accuracy:.4f} (val: "
+                  f"rounded {ft.get('val_accuracy_rounded')}, fine-tuned {ft.get('val_accuracy')} at epoch "
+                  f"{ft.get('best_epoch')})")
+            deploy_both(qrun, args.samples, export_run, deploy_run, f"qat-{chip} ", targets=(chip,))
+    lo, sp = plain["loihi2"], plain["speck"]
+    print(f"real nmnist: float {metrics.test_accuracy:.4f}, loihi2 {lo.accuracy:.4f} "
           f"(agree {lo.agreement_with_float:.4f}), speck {sp.accuracy:.4f} "
           f"(agree {sp.agreement_with_float:.4f}), n={lo.samples}")
     return 0

@@ -111,8 +111,6 @@ def test_finetune_raises_agreement(target, chip):
                    epochs=2, log=lambda m: None)
     after = float((chip(tuned, x_test) == _float_preds(tuned, x_test)).float().mean())
     assert after > before and after >= 0.99, (before, after, res.history)
-    if target == "speck":   # Speck's grid (weights in [-127, 127]) is Loihi's too
-        assert float((_loihi_preds(tuned, x_test) == _float_preds(tuned, x_test)).float().mean()) >= 0.99
 
 
 def test_grid_is_what_the_chip_quantiser_gives_back():

@@ -14,9 +14,10 @@ rule), and the integers are mapped back into the model's units:
 
 The forward pass runs on these values and the gradient updates the float weights under them
 (straight-through rounding: d(round(w))/dw taken as 1). At the end the model is *left on the
-chip's grid*, so the exported float model and the chip compute the same spikes: a model on
-Speck's grid (weights 127 levels, threshold an integer) is on Loihi's too (its mixed-sign
-weights are 2 x 127 levels), so ``--finetune-for speck`` serves both chips.
+chip's grid*, so the exported float model and that chip compute the same spikes. The two grids
+differ: sinabs scales a layer by its positive maximum (127) or its negative minimum (-128),
+Loihi by the largest magnitude (254, mixed-sign): a layer whose most negative weight sets
+Speck's scale lands between Loihi's levels, so each chip gets its own fine-tuning.
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ DEFAULT_FINETUNE_EPOCHS = 3
 DEFAULT_FINETUNE_LR = 5e-4
 LOIHI_MARGIN = 0.25   # float threshold (vth + 1/4) / scale: fires exactly when v_int > vth
 SPECK_MARGIN = 0.6    # float threshold (thr - 0.6) / scale: fires exactly when v_int >= thr
-SYMMETRIC_MAX = 127   # Speck weights kept in [-127, 127]: a grid Loihi's mixed-sign weights share
 
 
 @dataclass
@@ -101,10 +101,7 @@ def chip_grid(model: nn.Module, dt: float, target: str) -> ChipGrid:
             w_t = blocks[cl.name].weight
             su = q.scale * _ratio(cl.weight, w_t)
             b = blocks[cl.name].bias
-            # Speck's 8 bits reach -128; Loihi's mixed-sign weights stop at -127 (x 2). The symmetric
-            # range is still Speck's grid and keeps the model on Loihi's too.
-            w_int = q.weight.double().clamp(-SYMMETRIC_MAX, SYMMETRIC_MAX)
-            layers.append(LayerGrid(cl.name, cl.neuron, w_int.reshape(w_t.shape).div(su).to(w_t.dtype),
+            layers.append(LayerGrid(cl.name, cl.neuron, q.weight.double().reshape(w_t.shape).div(su).to(w_t.dtype),
                                     None if b is None else q.bias.double().div(su).to(b.dtype),
                                     (q.threshold - SPECK_MARGIN) / su, su))
     else:
