@@ -115,7 +115,7 @@ def test_deploys_to_both_targets_with_host_macs(model, root, tmp_path):
     run = tmp_path / model
     if model == "joint":
         train_run(model="joint", dataset="nmnist-embedded+shd-embedded", out=run, chip_native=True, root=root,
-                  epochs=1, max_samples=8, seed=0, progress=False)
+                  epochs=1, max_samples=8, seed=0, timesteps=6, progress=False)
     else:
         train_run(model="scmrl", dataset="av-digits", out=run, chip_native=True, root=root, epochs=1,
                   max_samples=8, seed=0, timesteps=4, progress=False, model_options=TINY_SCMRL)
