@@ -230,22 +230,28 @@ def test_sparse_input_event_driven_equals_lava_and_the_int64_reference(tmp_path)
     convolution tables, dense weight rows) gives Lava's and the int64 reference's spikes, every layer."""
     net = quantize(walk_(conv_graph(1.0, seed=7), DT), input_bits=3)
     x = spikes_in(8, 10, (2, 12, 12), 0.008, seed=21, graded=7)
-    plans = fe._plan(net, x.shape[1], "auto")
-    assert plans[0].out_hwc and all(p.events is not None for p in plans)
-    frames = x.transpose(0, 1).reshape(x.shape[1], x.shape[0], -1)
-    assert fe._use_events(plans[0], frames, "auto")  # sparse enough that "auto" takes the event path itself
-    assert not fe._use_events(plans[0], torch.ones_like(frames), "auto")
     names = [q.name for q in net.layers]
     ref = run_fast(net, x, record=True, arithmetic="int64")
     lava = run_lava(write_netx(net, tmp_path / "sparse.net"), x, names, input_bits=3)
     assert assert_equal_trains(ref.spikes, lava.spikes) > 20
-    for events in ("always", "auto", "never"):
-        fast = run_fast(net, x, record=True, events=events, batch_size=3)
-        assert_equal_trains(fast.spikes, lava.spikes)
-        for name in names:
-            assert torch.equal(fast.neuron_spikes[name], ref.neuron_spikes[name]), (events, name)
-        assert torch.equal(fast.input_events, ref.input_events)
     assert all(int(lava.spikes[n].sum()) > 0 for n in names)
+    default = fe.CHANNELS_LAST
+    try:
+        for channels_last in (False, True):  # conv outputs in (C, H, W) or (H, W, C) order
+            fe.CHANNELS_LAST = channels_last
+            plans = fe._plan(net, x.shape[1], "auto")
+            assert plans[0].out_hwc == channels_last and all(p.events is not None for p in plans)
+            frames = x.transpose(0, 1).reshape(x.shape[1], x.shape[0], -1)
+            assert fe._use_events(plans[0], frames, "auto")  # sparse enough that "auto" takes the event path
+            assert not fe._use_events(plans[0], torch.ones_like(frames), "auto")
+            for events in ("always", "auto", "never"):
+                fast = run_fast(net, x, record=True, events=events, batch_size=3)
+                assert_equal_trains(fast.spikes, lava.spikes)
+                for name in names:
+                    assert torch.equal(fast.neuron_spikes[name], ref.neuron_spikes[name]), (events, name)
+                assert torch.equal(fast.input_events, ref.input_events)
+    finally:
+        fe.CHANNELS_LAST = default
 
 
 def test_cuda_convolution_path_is_exact():

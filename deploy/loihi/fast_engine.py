@@ -39,22 +39,27 @@ before the run, never assumed:
 ``run_fast(..., arithmetic="int64")`` runs the plain int64 transcription of the Lava models
 instead, the reference the fast paths are tested against.
 
-Where the time goes, and what is done about it (CPU). The synaptic input of the first
-convolution dominates (dense, a few input channels), then the input preparation and the
-second convolution; the neuron scans are a few small ops a step. So:
+Where the time goes (CPU, the benchmark's N-MNIST network: 2 -> 8 -> 16 -> 16 channels, 64, 10;
+``bench/bench_loihi.py`` prints it): the first convolution (2 input channels, oneDNN's least
+efficient case) about 30-45 %, the input copy and its event count 15-25 %, the second convolution
+5-15 %, the neuron scans (a few small ops a step) and the recorded trains' copies the rest. The
+dense rate is near what the CPU gives; what was tried, and kept where it pays:
 
-- layout: convolutions run channels-last (oneDNN's fast path for few channels, up to several
-  times faster than NCHW for the later layers), and their outputs stay channels-last from layer
-  to layer: the scans do not care about neuron order, a dense layer after a convolution takes
-  its weight rows permuted to match, and only per-neuron totals and recorded trains are put back
-  in (C, H, W) order. The input is transposed into that layout by the one copy it needs anyway;
 - event-driven accumulation: where a chunk's input is sparse enough that adding the weights of
   only the inputs that spiked costs less than the dense product (a cost model on the event
-  count, per chunk), the synaptic input is ``index_add_`` of weight rows: a dense layer adds the
-  weight row of each event; a convolution adds, for each event, the channel vector of every
-  output pixel it reaches (a table built once from the kernel). Each partial sum is again a sum
-  of a subset of the products, so the bound above keeps it exact, in any order of addition;
-- plans (weights converted and permuted, event tables) are cached per network, steps and device.
+  count, which the per-neuron totals give for free, per chunk), the synaptic input is
+  ``index_add_`` of weights: a dense layer adds the weight row of each event; a convolution
+  adds, for each event, the channel vector of every output pixel it reaches (a table built once
+  from the kernel). Each partial sum is again a sum of a subset of the products, so the bound
+  above keeps it exact, in any order of addition. At the benchmark's 4-11 % densities the dense
+  product is cheaper (an indexed add costs 50-100 multiply-adds of oneDNN or MKL), so "auto" keeps
+  it; events pay below about 1-2 %;
+- channels-last convolutions kept from layer to layer (``CHANNELS_LAST``): each convolution is
+  faster, but the transposing input copy and the recorded trains' copies back to (C, H, W) cost
+  as much on that network, so it is off by default (same results either way);
+- space-to-depth of the strided first convolution and im2col + GEMM for it: slower (the copies);
+- plans (weights converted and permuted, event tables) cached per network, steps and device;
+  thresholds as tensors in the scans (a Python number is wrapped, a copy, at every step).
 
 On CUDA (``device="cuda"``) convolutions are computed as ``unfold`` + matrix product with TF32
 off: cuDNN may pick Winograd or FFT algorithms, whose intermediate values are not sums of
@@ -90,6 +95,10 @@ ARITHMETIC = ("auto", "int64")
 # below about 2 % (conv) and 1 % (dense) input density; the choice never changes results, only speed
 EVENT_COST = {"conv": 50.0, "dense": 100.0}
 EVENTS = ("auto", "always", "never")
+# convolutions channels-last on CPU, kept so from layer to layer: faster convolutions, but the
+# transposing input copy and the recorded trains' copies back to (C, H, W) cost as much on the
+# benchmark's network (measured in one run: 0.9-1.0x), so off by default; the results are the same
+CHANNELS_LAST = False
 
 
 @dataclass
@@ -172,7 +181,7 @@ def _fingerprint(net: QuantNet) -> int:
 def _cached_plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device) -> list[_Plan]:
     """``_plan`` once per (network, steps, arithmetic, device): converting and permuting weights and
     building event tables costs as much as running a few samples."""
-    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device))
+    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device), CHANNELS_LAST)
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
         if hit is not None and hit[0]() is net:
@@ -219,7 +228,7 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device |
         for p in plans:
             p.mode, p.acc = "int64", torch.int64
     # channels-last through the convolutions on CPU (the int64 reference keeps the plain layout)
-    hwc = device.type == "cpu" and plans[0].mode != "int64"
+    hwc = CHANNELS_LAST and device.type == "cpu" and plans[0].mode != "int64"
     for i, p in enumerate(plans):
         q, lay = p.q, p.q.layer
         p.device = device
@@ -238,7 +247,7 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device |
             p.rec_acc = torch.int64 if p.mode == "int64" else accumulation_dtype(synaptic_bound(q.rec_weight, 1))
             p.rec_weight = torch.as_tensor(q.rec_weight).to(p.rec_acc).t().contiguous().to(device)
         p.delays = _delay_groups(q, p.weight, rows)
-        if p.mode != "int64" and p.delays is None and (lay.kind == "dense" or p.out_hwc):
+        if p.mode != "int64" and p.delays is None:
             p.events = _event_table(p)
     return plans
 
@@ -388,6 +397,15 @@ def _synaptic_events(p: _Plan, x: torch.Tensor, bias: torch.Tensor | None, grade
     if graded:  # payloads other than 1 (the first layer's graded input): weight times payload, exact
         src.mul_(flat[idx].reshape(-1, *([1] * (src.ndim - 1))))
     n_rows = t * b * ev.rows
+    if ev.pos is not None and not p.out_hwc:  # conv output in (C, H, W) order: element-wise adds
+        out = torch.zeros(t * b, ev.width, ev.rows, dtype=src.dtype, device=src.device)
+        if bias is not None:
+            out.add_(bias.reshape(1, ev.width, 1))
+        pix = ev.pos.index_select(0, i)  # [E, P]
+        chan = torch.arange(ev.width, device=src.device) * ev.rows
+        el = (frame * (ev.width * ev.rows)).reshape(-1, 1, 1) + pix.unsqueeze(2) + chan
+        out.view(-1).index_add_(0, el.reshape(-1), src.reshape(-1))
+        return out.reshape(t, b, -1)
     if bias is not None:
         out = bias.reshape(1, ev.width).expand(n_rows, ev.width).clone()
     else:
@@ -434,7 +452,7 @@ def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torc
     w = p.weight if weight is None else weight
     t, b = h.shape[:2]
     x = h if h.dtype == p.acc else h.to(p.acc)
-    if weight is None and h.ndim == 3 and (lay.kind == "dense" or p.out_hwc) and _use_events(p, x, events, n_events):
+    if weight is None and h.ndim == 3 and _use_events(p, x, events, n_events):
         return _synaptic_events(p, x, bias, graded)
     if lay.kind == "conv":
         c, hh, ww = lay.input_shape
