@@ -4,6 +4,8 @@ arithmetic raises it. The chips are the deploy path's own engines (Loihi's fixed
 Speck's sinabs simulation), not the fine-tuning code."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from spikeport.train.qat import chip_grid, finetune
 
 DT = 1e-3
 T = 10
+TRAIN_STEPS = 8
 
 
 def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,13 +29,23 @@ def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@functools.lru_cache(maxsize=1)
+def _trained_state() -> dict:
+    return _train_model().state_dict()
+
+
 def _model() -> ChipNativeSNN:
+    model = _clone_from(_trained_state())
+    return model
+
+
+def _train_model() -> ChipNativeSNN:
     torch.manual_seed(0)
     model = ChipNativeSNN([32], [{"type": "dense", "out_features": 24}, {"type": "dense", "out_features": 4}],
                           init_gain=3.0)
     x, y = _data(256, 1)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(40):
+    for _ in range(TRAIN_STEPS):
         loss = torch.nn.functional.cross_entropy(model(x).logits, y)
         opt.zero_grad()
         loss.backward()
@@ -42,13 +55,17 @@ def _model() -> ChipNativeSNN:
         for name in ("fc1", "fc2"):
             w = model.blocks[name].weight
             w[0, 0] = 100 * float(w.abs().max())
-    return _clone(model)
+    return model
+
+
+def _clone_from(state: dict) -> ChipNativeSNN:
+    new = ChipNativeSNN([32], [{"type": "dense", "out_features": 24}, {"type": "dense", "out_features": 4}])
+    new.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    return new
 
 
 def _clone(model: ChipNativeSNN) -> ChipNativeSNN:
-    new = ChipNativeSNN([32], [{"type": "dense", "out_features": 24}, {"type": "dense", "out_features": 4}])
-    new.load_state_dict(model.state_dict())
-    return new
+    return _clone_from(model.state_dict())
 
 
 def _float_preds(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -107,8 +124,8 @@ def test_finetune_raises_agreement(target, chip):
 
     tuned = _clone(base)
     spec = {"model": "baseline", "chip_native": True, "dt": DT}
-    res = finetune(tuned, spec, [_data(256, 3)], [_data(64, 4)], TrainConfig(batch_size=64, seed=0), target,
-                   epochs=2, log=lambda m: None)
+    res = finetune(tuned, spec, [_data(128, 3)], [_data(64, 4)], TrainConfig(batch_size=64, seed=0), target,
+                   epochs=1, log=lambda m: None)
     after = float((chip(tuned, x_test) == _float_preds(tuned, x_test)).float().mean())
     assert after > before and after >= 0.99, (before, after, res.history)
 
