@@ -259,7 +259,9 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
         n_params = sum(p.numel() for p in model.parameters())
         print(f"training {spec['model']}{' (chip-native)' if spec['chip_native'] else ''}"
               f"{' ANN twin' if spec['ann'] else ''} on {spec['dataset']}: {n_train} samples, "
-              f"{n_params} parameters, {cfg.epochs} epochs, device {ctx.device}"
+              f"{n_params} parameters, "
+              f"{'no plain training (fine-tuning a trained run)' if init_model is not None else f'{cfg.epochs} epochs'}, "
+              f"device {ctx.device}"
               f"{f', {ctx.world_size} processes' if ctx.distributed else ''}", flush=True)
 
     if init_model is None:
