@@ -35,6 +35,16 @@ The float chip form (``quant=None``, the accuracy of the form before quantisatio
 floating-point operations as sinabs in float32; its convolutions may add in another order, so it is
 equal to sinabs up to float rounding, not proven bit for bit.
 
+Where the time goes (the demo's visual net, N-MNIST-like input at 6 % density, 2 cores): the
+convolutions, the same float32 oneDNN ones sinabs runs, take 60-70 % of this engine's time and the
+step-by-step neuron update about 25 %. The gain over sinabs is sinabs' per-step overhead (an autograd
+function, a state clone and a dozen allocating operations a layer and step), which costs many times
+its convolutions on a busy machine and about twice them on an idle one; so the ratio depends on the
+load (``bench/bench_speck.py`` measures both in one run). Tried and left out: scatter-based event
+accumulation (10x slower than the dense convolution at this density) and oneDNN's int8 convolution
+(exact for uint8 inputs, twice as fast from the second layer on, no faster on the 2-channel first
+layer that dominates).
+
 Event-driven semantics (``semantics="event"``): Speck has no time steps. Every event reaching a
 core adds its kernel weight to each neuron it reaches; the neuron then compares with threshold_high
 and, at or above it, emits *one* spike and is reset (subtract or to zero); a state still above the
