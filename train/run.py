@@ -23,7 +23,7 @@ from spikeport.train.checkpoint import MODEL_FILE, RESUME_FILE, RESUME_FORMAT, m
 from spikeport.train.config import CHIP_NATIVE_LR, DEFAULT_EPOCHS, FALLBACK_EPOCHS, TrainConfig, read_config_file
 from spikeport.train.loop import (FitResult, Stream, StopFlag, evaluate_streams, fit, loss_function, seed_everything,
                                   sigint_checkpoint)
-from spikeport.train.models import GAINED_MODELS, build_model, default_spec
+from spikeport.train.models import GAINED_MODELS, build_model, chip_native_lr, default_spec
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -124,7 +124,7 @@ def _train_config(opts: dict[str, Any]) -> TrainConfig:
         values["epochs"] = DEFAULT_EPOCHS.get(opts["dataset"].split("+")[0], FALLBACK_EPOCHS)
     if "lr" not in values and opts.get("chip_native") and not opts.get("ann") \
             and opts["model"] in GAINED_MODELS:
-        values["lr"] = CHIP_NATIVE_LR
+        values["lr"] = chip_native_lr(opts["model"], opts["dataset"], CHIP_NATIVE_LR)
     return TrainConfig.from_dict(values)
 
 
