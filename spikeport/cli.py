@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import typer
 
 from spikeport.deploy.targets import CHIPS, TARGETS
-from spikeport.errors import SpikeportError
+from spikeport.errors import ConfigError, SpikeportError
 
 app = typer.Typer(
     help="spikeport: spiking neural networks from training to neuromorphic chips.\n\n"
@@ -156,7 +156,15 @@ def deploy(run: Path = typer.Argument(..., help="run folder"),
            root: Optional[Path] = typer.Option(None, help="dataset folder (default: the one the run recorded)"),
            workers: int = typer.Option(1, min=1, help="processes the test samples are split over (counts merged exactly)")) -> None:
     """Deploy the exported NIR graph to a chip target: quantise, map, simulate, count."""
+    from spikeport.deploy.multi import deploy_multi, has_parts
     from spikeport.deploy.run import deploy_run
+    if has_parts(run):  # joint / S-CMRL: one chip graph per modality (runs/X/parts/<modality>/)
+        if workers != 1:
+            raise ConfigError(f"{run}: --workers applies to one chip graph; a two-modality run deploys in one process")
+        for name, stats in deploy_multi(run, target=target, engine=engine, samples=samples, root=root).items():
+            typer.echo(f"{target} ({stats.engine}) {name}: accuracy {stats.accuracy:.4f} on {stats.samples} samples, "
+                       f"agreement with float {stats.agreement_with_float:.4f}, {stats.cores_used} cores")
+        return
     stats = deploy_run(run, target=target, engine=engine, samples=samples, root=root, workers=workers)
     typer.echo(f"{target} ({stats.engine}): accuracy {stats.accuracy:.4f} on {stats.samples} samples, "
                f"agreement with float {stats.agreement_with_float:.4f}, {stats.cores_used} cores; "

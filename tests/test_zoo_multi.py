@@ -123,6 +123,12 @@ def test_deploys_to_both_targets_with_host_macs(model, root, tmp_path):
     assert set(part_runs(run)) == {"visual", "audio"}
     for chip in ("loihi2", "speck"):
         stats = deploy_multi(run, chip, samples=3)
+        if chip == "speck":  # what a user runs: `spikeport deploy` dispatches to the per-modality parts
+            from typer.testing import CliRunner
+            from spikeport.cli import app
+            res = CliRunner().invoke(app, ["deploy", str(run), "--target", chip, "--samples", "3"])
+            assert res.exit_code == 0, res.output
+            assert all(f"{name}: accuracy" in res.output for name in stats)
         for s in stats.values():
             assert s.samples == 3 and s.host_macs_per_sample > 0
             assert sum(la.synops for la in s.per_sample) > 0
