@@ -175,7 +175,7 @@ def deploy(run: Path = typer.Argument(..., help="run folder"),
 @_user_errors
 def report(run: Path = typer.Argument(..., help="run folder"),
            chips: str = typer.Option(",".join(CHIPS), help="comma-separated deployed targets"),
-           baseline: str = typer.Option("gpu-horowitz45", help="gpu-horowitz45 | gpu-measured | a profile"),
+           baseline: str = typer.Option("gpu-jetson-orin-nano", help="gpu-jetson-orin-nano (an edge GPU that idles, as the chips do) | gpu-horowitz45 (45 nm per-operation model, no idle power) | gpu-a100 | gpu-h100 | cpu | gpu-measured"),
            crosscheck: Optional[str] = typer.Option(None, help="sanafe: also run the Loihi network in SANA-FE"),
            crosscheck_samples: int = typer.Option(4, min=1, help="test samples the cross-check runs")) -> None:
     """Per-chip energy from the deployment counts and hardware profiles, against a GPU ANN baseline."""

@@ -23,7 +23,7 @@ def test_quick_demo_writes_every_report_section(tmp_path: Path, cache: Path) -> 
     for modality in ("visual", "audio"):
         run = out / f"{modality}-baseline"
         text = (run / "report" / "energy.md").read_text()
-        for section in ("## Summary", "## Baseline: gpu-horowitz45", "## loihi2:", "## speck:",
+        for section in ("## Summary", "## Baseline: gpu-jetson-orin-nano", "## loihi2:", "## speck:",
                         "## The papers' shortcut", "## What this report includes and excludes"):
             assert section in text, f"{modality}: missing {section!r}"
         energy = read_json_model(run / "report" / "energy.json", Energy)
