@@ -300,3 +300,20 @@ def test_hgrn_head_reads_spike_trains_hopfield_head_reads_rates():
     with torch.no_grad():
         assert not torch.allclose(hgrn.head(plain)[1], hgrn.head(flipped)[1])
         torch.testing.assert_close(hop.head(plain)[1], hop.head(flipped)[1])
+
+
+def test_hybrid_hopfield_leaves_silent_steps_silent():
+    """A step without a feature spike has no query: the HGRN sees zero there, as it would without
+    the memory, while active steps go through the retrieval."""
+    torch.manual_seed(0)
+    hybrid = build_seed_a(_spec("hybrid", "audio"))
+    trains = (torch.rand(T, 2, 24) < 0.3).float()
+    trains[1:3] = 0.0  # two silent steps for both samples
+    head = hybrid.head
+    with torch.no_grad():
+        silent = torch.zeros(2, T, 24)
+        z_silent = head(BackboneOutput(out=silent.transpose(0, 1), features=silent.transpose(0, 1)))[1]
+        torch.testing.assert_close(z_silent, head.hgrn(silent).mean(1))
+        z = head(BackboneOutput(out=trains, features=trains))[1]
+        head.hopfield.memory.mul_(-1.0)  # another memory changes what active steps retrieve
+        assert not torch.allclose(z, head(BackboneOutput(out=trains, features=trains))[1])

@@ -248,7 +248,12 @@ class HGRNHead(nn.Module):
     def forward(self, bb: BackboneOutput, return_gates: bool = False):
         seq = bb.features.transpose(0, 1)  # [B, T, D]
         if self.hopfield is not None:
-            seq = self.hopfield(seq)
+            # A silent step (no feature spike) has no query: its cosine to every pattern is 0, so the
+            # retrieval would return the patterns' mean, layer-normalised into the same unit-variance
+            # vector at every silent step, which swamps the few active steps of sparse audio (hybrid on
+            # shd-embedded, 8 epochs: 0.34 with it, 0.68 with silent steps left at zero).
+            active = seq.abs().sum(-1, keepdim=True) > 0
+            seq = torch.where(active, self.hopfield(seq), seq)
         y, gates = self.hgrn(seq, return_gates=True)
         z = y.mean(1)
         logits, spk = self.readout(z)
