@@ -26,6 +26,7 @@ files (netx, mapping) into the run's folder; the other ranks write theirs into a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -160,7 +161,7 @@ def _worker(rank: int, world: int, store: str, deploy_fn: DeployFn, inp: DeployI
     try:
         stats, macs, host_samples = deploy_sharded(deploy_fn, inp, profile)
         if rank == 0:
-            torch.save({"stats": stats.model_dump(), "macs": macs, "host_samples": host_samples}, result)
+            Path(result).write_text(json.dumps({"stats": stats.model_dump(mode="json"), "macs": macs, "host_samples": host_samples}))
     finally:
         dist.destroy_process_group()
 
@@ -177,10 +178,10 @@ def deploy_parallel(deploy_fn: DeployFn, inp: DeployInput, profile: object, work
     else:
         shard_bounds(int(inp.inputs.shape[0]), workers)  # a clear error before any process starts
         with tempfile.TemporaryDirectory(prefix="spikeport-scale-") as tmp:
-            store, result = os.path.join(tmp, "store"), os.path.join(tmp, "result.pt")
+            store, result = os.path.join(tmp, "store"), os.path.join(tmp, "result.json")
             mp.start_processes(_worker, args=(workers, store, deploy_fn, inp, profile, result), nprocs=workers,
                                join=True, start_method="spawn")
-            data = torch.load(result, weights_only=False)
+            data = json.loads(Path(result).read_text())  # plain data, no pickle
         stats = Stats.model_validate(data["stats"])
         macs, host_samples = data["macs"], data["host_samples"]
     if hasattr(inp.host, "macs"):  # the parent's counter holds what the ranks counted
