@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -125,12 +125,19 @@ def _chip_record(stats: Any) -> dict[str, Any]:
 
 
 def _deploy_single(run: Path, schedule: Schedule) -> dict[str, dict[str, Any]]:
-    from spikeport.deploy.report import report_run
     from spikeport.deploy.run import deploy_run
+    return _deploy_and_report(run, lambda chip: deploy_run(run, target=chip, engine=None,
+                                                            samples=schedule.deploy_samples))
+
+
+def _deploy_and_report(run: Path, deploy_one: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    """Each chip deployed by ``deploy_one(chip)`` (a refusal recorded, not raised), then the energy
+    report of the run folder ``run`` over the chips that deployed."""
+    from spikeport.deploy.report import report_run
     chips: dict[str, dict[str, Any]] = {}
     for chip in CHIPS:
         try:
-            chips[chip] = _chip_record(deploy_run(run, target=chip, engine=None, samples=schedule.deploy_samples))
+            chips[chip] = _chip_record(deploy_one(chip))
         except SpikeportError as exc:
             chips[chip] = {"not_deployed": str(exc)}
     deployed = [c for c in CHIPS if "accuracy" in chips[c]]
@@ -222,22 +229,9 @@ def _run_one(model: str, modality: str, dataset: str, run: Path, schedule: Sched
 
 def _deploy_joint_part(run: Path, part: Path, schedule: Schedule) -> dict[str, dict[str, Any]]:
     from spikeport.deploy.multi import deploy_joint
-    from spikeport.deploy.report import report_run
     modality = part.name
-    chips: dict[str, dict[str, Any]] = {}
-    for chip in CHIPS:
-        try:
-            chips[chip] = _chip_record(deploy_joint(run, chip, samples=schedule.deploy_samples,
-                                                    only=modality)[modality])
-        except SpikeportError as exc:
-            chips[chip] = {"not_deployed": str(exc)}
-    deployed = [c for c in CHIPS if "accuracy" in chips[c]]
-    if deployed:
-        energy = report_run(part, chips=deployed, baseline="gpu-horowitz45")
-        for chip in deployed:
-            chips[chip].update(_energy_entry(energy, chip))
-        chips["baseline_joules"] = {"gpu-horowitz45": energy.baseline.joules_per_inference}
-    return chips
+    return _deploy_and_report(part, lambda chip: deploy_joint(run, chip, samples=schedule.deploy_samples,
+                                                               only=modality)[modality])
 
 
 # ----------------------------------------------------------------------------- aggregation
