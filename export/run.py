@@ -193,13 +193,13 @@ def export_run(run_dir: str | Path, samples: int = 8, root: str | Path | None = 
 
     The data are read where the run was trained (``root`` in its config.yaml), binned as it was
     (its preset's bin width and time steps), from its test split; ``root`` overrides the folder."""
-    from spikeport.data.registry import load_tensors
+    from spikeport.data.registry import is_pair, load_tensors
     from spikeport.train.checkpoint import load_run_model
     run_dir = Path(run_dir)
     model, spec = load_run_model(run_dir)
     dataset = spec["dataset"]
     data = run_data(run_dir, spec, root)
-    if "+" in dataset:  # joint model on two datasets: its chip input is the visual one
+    if is_pair(dataset):  # joint model on two datasets: its chip input is the visual one
         dataset = spec["modalities"]["visual"]["dataset"]
     x, _ = load_tensors(dataset, "test", root=data["root"], timesteps=data["timesteps"],
                         max_samples=samples, seed=int(spec.get("seed", 0)), bin_s=data["bin_s"])

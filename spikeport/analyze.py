@@ -441,7 +441,7 @@ def load_run(run_dir: Path, root: str | Path | None = None) -> tuple[nn.Module, 
     if not (run_dir / "model.pt").is_file():
         raise ArtifactError(f"{run_dir / 'model.pt'}: file not found (train the run first: "
                             f"spikeport train ... --out {run_dir})")
-    from spikeport.data.registry import load_tensors
+    from spikeport.data.registry import is_pair, load_tensors
     from spikeport.train.checkpoint import load_run_model
     model, spec = load_run_model(run_dir)
     if spec.get("model") != "joint":
@@ -449,7 +449,7 @@ def load_run(run_dir: Path, root: str | Path | None = None) -> tuple[nn.Module, 
         return model, spec, (tuple(x) if isinstance(x, list) else x), y
     mod = int(spec.get("label_mod", spec["num_classes"]))
     modalities = spec["modalities"]
-    if "+" in spec["dataset"]:
+    if is_pair(spec["dataset"]):
         xs, ys = {}, {}
         for m in ("visual", "audio"):
             xs[m], y = load_tensors(modalities[m]["dataset"], "test", root=root,

@@ -84,12 +84,8 @@ def test_av_digits_pairs_share_the_digit(tmp_path, cache):
     assert tuple(xa.shape[1:]) == (m.timesteps, *m.input_shapes[1])
     assert len(xv) == len(xa) == len(y) > 0 and int(y.max()) <= 9
     # each audio frame tensor is one of the English shd-embedded samples of the same digit
-    from dataclasses import replace
-
-    from spikeport.data.av import AUDIO_DT_US
-    ya = registry._frames(registry.DATASETS["shd-embedded"], root, "train",
-                          replace(registry.preprocessing("shd-embedded", m.timesteps),
-                                  dt_us=AUDIO_DT_US), None, 0, False)
+    ya = registry.load_tensors("shd-embedded", "train", root=root, timesteps=m.timesteps, bin_s=m.dts[1],
+                               progress=False)
     for k in range(len(y)):
         match = [(ya[0][j] == xa[k]).all() for j in range(len(ya[1]))]
         labels = {int(ya[1][j]) for j, ok in enumerate(match) if ok}

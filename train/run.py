@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 import yaml
 
+from spikeport.data.names import is_pair, parts as dataset_parts
 from spikeport.errors import ArtifactError, ConfigError, SpikeportError
 from spikeport.io import write_json_atomic, write_text_atomic
 from spikeport.schemas import Metrics
@@ -64,7 +65,7 @@ def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
     from spikeport.data.registry import augmented_tensors, load_tensors
     if spec["model"] == "joint":
         mods = spec["modalities"]
-        if "+" in spec["dataset"]:
+        if is_pair(spec["dataset"]):
             streams = []
             for mod in ("visual", "audio"):
                 x, y = load_tensors(mods[mod]["dataset"], split, root=root, timesteps=mods[mod]["timesteps"],
@@ -96,7 +97,7 @@ def data_options(opts: dict[str, Any]) -> dict[str, Any]:
     from spikeport.data.registry import DATASETS, preset
     dataset = opts["dataset"]
     name = opts.get("preset") or "default"
-    if "+" in dataset or dataset not in DATASETS or DATASETS[dataset].modality == "audiovisual":
+    if is_pair(dataset) or dataset not in DATASETS or DATASETS[dataset].modality == "audiovisual":
         if name != "default":
             raise ConfigError(f"preset: only single-modality datasets have presets, not {dataset!r}")
         return {"preset": name, "augment": 0}
@@ -121,7 +122,7 @@ def data_options(opts: dict[str, Any]) -> dict[str, Any]:
 def _train_config(opts: dict[str, Any]) -> TrainConfig:
     values = {k: v for k, v in opts.items() if k in TrainConfig.__dataclass_fields__}
     if "epochs" not in values:
-        values["epochs"] = DEFAULT_EPOCHS.get(opts["dataset"].split("+")[0], FALLBACK_EPOCHS)
+        values["epochs"] = DEFAULT_EPOCHS.get(dataset_parts(opts["dataset"])[0], FALLBACK_EPOCHS)
     if "lr" not in values and opts.get("chip_native") and not opts.get("ann") \
             and opts["model"] in GAINED_MODELS:
         values["lr"] = chip_native_lr(opts["model"], opts["dataset"], CHIP_NATIVE_LR)
@@ -221,7 +222,7 @@ def _data_record(spec: dict[str, Any], opts: dict[str, Any], root: Optional[Path
     record: dict[str, Any] = {"preset": spec.get("preset", "default"), "timesteps": int(spec["timesteps"]),
                               "bin_s": float(spec["dt"]), "augment": int(opts.get("augment") or 0),
                               "root": str(root) if root is not None else None}
-    if "+" not in spec["dataset"]:
+    if not is_pair(spec["dataset"]):
         try:
             record["split"] = split_scheme(spec["dataset"], root, seed)
         except SpikeportError:

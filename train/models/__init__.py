@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the names above are listed without importing torch (spikeport train --help)
     from torch import nn
 
+from spikeport.data.names import is_pair, joint_parts, meta as dataset_meta, parts as dataset_parts
 from spikeport.errors import ConfigError
 
 #: Every model name ``spikeport train --model`` accepts.
@@ -42,9 +43,8 @@ HEAD_MODELS = ("hopfield", "hgrn", "hybrid", "joint")
 def chip_native_lr(model: str, dataset: str, default: float) -> float:
     """The learning rate a chip-native ``model`` on ``dataset`` trains with when none is given."""
     if model in HEAD_MODELS:
-        names = [n.strip() for n in dataset.split("+")]
         try:
-            modalities = {_dataset_meta(n).modality for n in names}
+            modalities = {_dataset_meta(n).modality for n in dataset_parts(dataset)}
         except ConfigError:
             return default
         if modalities & {"audio", "audiovisual"}:
@@ -69,10 +69,7 @@ def check_model_name(model: str) -> None:
 
 
 def _dataset_meta(name: str):
-    from spikeport.data.registry import DATASETS
-    if name not in DATASETS:
-        raise ConfigError(f"dataset: unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return dataset_meta(name)  # one ConfigError naming an unknown name and the valid ones
 
 
 def _meta_fields(meta: Any) -> dict[str, Any]:
@@ -94,16 +91,8 @@ def _meta_fields(meta: Any) -> dict[str, Any]:
 def _joint_fields(dataset: str) -> dict[str, Any]:
     """The joint model trains on a visual and an audio dataset (``visual+audio``), or on the two
     modalities of an audio-visual dataset taken apart; labels are taken mod 10."""
-    if "+" in dataset:
-        names = [n.strip() for n in dataset.split("+")]
-        if len(names) != 2:
-            raise ConfigError(f"dataset: joint takes two datasets 'VISUAL+AUDIO', got {dataset!r}")
-        metas = [_dataset_meta(n) for n in names]
-        by_mod = {m.modality: m for m in metas}
-        if set(by_mod) != {"visual", "audio"}:
-            raise ConfigError(f"dataset: joint needs one visual and one audio dataset, got {dataset!r} "
-                              f"({', '.join(m.modality for m in metas)})")
-        modalities = {mod: _meta_fields(m) for mod, m in by_mod.items()}
+    if is_pair(dataset):
+        modalities = {mod: _meta_fields(_dataset_meta(n)) for mod, n in joint_parts(dataset).items()}
     else:
         meta = _dataset_meta(dataset)
         if meta.modality != "audiovisual":
