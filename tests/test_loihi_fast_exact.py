@@ -3,6 +3,7 @@ int64 transcription of Lava's models and against Lava itself where the neuron ha
 from __future__ import annotations
 
 import nir
+import pytest
 import numpy as np
 import torch
 
@@ -268,3 +269,77 @@ def test_cuda_convolution_path_is_exact():
     want = torch.nn.functional.conv2d(x.double(), torch.as_tensor(w).double(), bias.double(), stride=2, padding=1,
                                       groups=2)
     assert torch.equal(got.double(), want) and float(want.abs().max()) > 254
+
+
+def _all_equal(a, b, what: str) -> None:
+    assert a.spikes.keys() == b.spikes.keys()
+    for name in a.spikes:
+        assert torch.equal(a.spikes[name], b.spikes[name]), f"{what}: layer {name} trains differ"
+        assert torch.equal(a.neuron_spikes[name], b.neuron_spikes[name]), f"{what}: layer {name} totals differ"
+    assert torch.equal(a.output, b.output) and torch.equal(a.input_events, b.input_events), what
+
+
+def test_compiled_event_kernel_equals_lava_the_dense_path_and_the_int64_reference(tmp_path):
+    """The compiled event-driven run (numba), each layer's input as events or as dense frames, gives
+    the spikes of Lava, of the int64 transcription and of the torch paths, every layer and step: sparse
+    graded input, denser binary input with leak, and an all-zero input."""
+    if not fe.KERNELS:
+        pytest.skip("numba is not installed: the compiled run is unavailable")
+    default = fe.KERNEL_EVENTS
+    try:
+        cases = ((1.0, 3, 0.008, 7), (0.9, 0, 0.15, 8), (1.0, 0, 0.0, 9))
+        for beta, bits, density, seed in cases:
+            net = quantize(walk_(conv_graph(beta, seed=seed), DT), input_bits=bits)
+            x = spikes_in(7, 10, (2, 12, 12), density, seed=seed, graded=7 if bits else 0)
+            plans = fe._plan(net, x.shape[1], "auto")
+            assert all(p.kernel is not None for p in plans)
+            ref = run_fast(net, x, record=True, arithmetic="int64")
+            if density == 0.008:
+                lava = run_lava(write_netx(net, tmp_path / "kernel.net"), x, [q.name for q in net.layers], input_bits=bits)
+                assert assert_equal_trains(ref.spikes, lava.spikes) > 20
+            if density == 0.0:  # nothing arrives: no events, no spikes (the biases stay below threshold)
+                assert int(ref.input_events.sum()) == 0
+            else:
+                assert all(int(v.sum()) > 0 for v in ref.spikes.values())
+            for forced in (True, False, None):  # every layer event-driven, every layer dense, by cost
+                fe.KERNEL_EVENTS = forced
+                for record in (True, False):
+                    got = run_fast(net, x, record=record, events="kernel", batch_size=3)
+                    if record:
+                        _all_equal(got, ref, f"kernel events={forced}")
+                    else:
+                        assert got.spikes is None and torch.equal(got.output, ref.output)
+                        assert all(torch.equal(got.neuron_spikes[k], ref.neuron_spikes[k]) for k in ref.neuron_spikes)
+            fe.KERNEL_EVENTS = None
+            _all_equal(run_fast(net, x, record=True, events="never", threads=2, batch_size=2), ref, "dense torch path")
+            _all_equal(run_fast(net, x, record=True, events="kernel", threads=2, batch_size=2), ref, "kernel, 2 threads")
+    finally:
+        fe.KERNEL_EVENTS = default
+
+
+def test_compiled_kernel_on_a_grouped_strided_conv_and_its_refusals():
+    """Groups spelled out in the kernel's tables, a dilated tap pattern; networks the compiled run does
+    not cover (current memory) are refused by name with events='kernel', and run on the torch paths."""
+    if not fe.KERNELS:
+        pytest.skip("numba is not installed: the compiled run is unavailable")
+    rng = np.random.default_rng(13)
+    w = rng.integers(-40, 41, (6, 2, 3, 3)) * 2
+    for conv in (dict(padding=(1, 1), stride=(2, 2), groups=2, output_shape=(6, 4, 4)),
+                 dict(padding=(2, 2), dilation=(2, 2), groups=2, output_shape=(6, 7, 7))):
+        q = _dense_layer(w, vth=60, kind="conv", input_shape=(4, 7, 7), **conv)
+        net = QuantNet((4, 7, 7), [q], 0)
+        x = spikes_in(5, 6, (4, 7, 7), 0.3, seed=3)
+        ref = run_fast(net, x, record=True, arithmetic="int64")
+        assert int(ref.spikes["lif1"].sum()) > 10
+        _all_equal(run_fast(net, x, record=True, events="kernel"), ref, f"grouped conv {conv}")
+    cuba = quantize(walk_(cuba_recurrent_graph(), DT))
+    with pytest.raises(ValueError, match="compiled event-driven run does not apply"):
+        run_fast(cuba, spikes_in(2, 4, (20,), 0.3, seed=1), events="kernel")
+
+
+def test_cuda_without_a_gpu_is_refused_clearly():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    net = quantize(walk_(conv_graph(1.0), DT))
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        run_fast(net, spikes_in(1, 3, (2, 12, 12), 0.1, seed=0), device="cuda")

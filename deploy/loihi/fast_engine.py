@@ -74,13 +74,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikeport.deploy.engine_common import KERNELS, njit, run_chunks
 from spikeport.deploy.loihi.quantize import QuantLayer, QuantNet
 
 MAX_UV = 2**23          # 24-bit states
@@ -94,7 +94,7 @@ ARITHMETIC = ("auto", "int64")
 # dense product (measured on AVX-512: oneDNN's channels-last convolution, MKL's GEMM), so events pay
 # below about 2 % (conv) and 1 % (dense) input density; the choice never changes results, only speed
 EVENT_COST = {"conv": 50.0, "dense": 100.0}
-EVENTS = ("auto", "always", "never")
+EVENTS = ("auto", "always", "never", "kernel")
 # convolutions channels-last on CPU, kept so from layer to layer: faster convolutions, but the
 # transposing input copy and the recorded trains' copies back to (C, H, W) cost as much on the
 # benchmark's network (measured in one run: 0.9-1.0x), so off by default; the results are the same
@@ -148,6 +148,7 @@ class _Plan:
     in_hwc: bool = False       # conv input / dense rows in (H, W, C) order (the previous conv's layout)
     out_hwc: bool = False      # conv output kept channels-last: neurons in (H, W, C) order
     events: "_EventTable | None" = None
+    kernel: "_KernelLayer | None" = None  # constants of the compiled event-driven run, where it applies
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -249,6 +250,9 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device |
         p.delays = _delay_groups(q, p.weight, rows)
         if p.mode != "int64" and p.delays is None:
             p.events = _event_table(p)
+    if _kernel_applies(plans):
+        for p in plans:
+            p.kernel = _kernel_layer(p.q)
     return plans
 
 
@@ -616,6 +620,243 @@ def _run_layer_int64(p: _Plan, h: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# --- compiled event-driven run ------------------------------------------------------------------
+#
+# Frames are time-major (frame f = step * b + sample), as the torch paths' [T, b, n]. Each layer
+# emits its spikes as an event list (input neurons in (C, H, W) order, frame offsets); the next
+# layer either adds the events' weights (``_event_layer``) or, where its input is dense enough
+# that the convolution is cheaper, gets the spikes as 0/1 frames (``_events_to_frames``), runs
+# the float32 convolution of the torch path and the compiled neuron scan (``_scan_frames``).
+
+@njit
+def _fire(v, a, s, vth, keep, frame, rec, record, counts, out_idx, m, pixels, cout):  # pragma: no cover
+    """Lava's PyLifModelBitAcc without current memory for one frame, in its integers (units of one):
+    ``v = sat24(trunc(v * keep / 4096) + a << 6)``, spike ``v > vth``, reset to 0. ``a`` is the
+    synaptic sum (below 2**17 in magnitude, ``_kernel_applies``) plus the bias mantissa, so the current
+    wrap and the conv's 24-bit clamp never fire. ``a`` and the state ``v[s]`` are in (H, W, C) order
+    (``pixels`` pixels of ``cout`` channels; ``cout`` 1: (C, H, W) order as it is); spikes are emitted
+    in (C, H, W) order, to ``counts``, to the zeroed ``rec[t, s]`` when ``record``, and to ``out_idx``
+    from ``m`` on. Returns the new event count."""
+    hi = 2**23 - 1
+    n_out = a.shape[0]
+    vs = v[s]
+    if keep == 4096:  # IF: no leak (one vectorised pass, then the few spikes)
+        for j in range(n_out):
+            vs[j] = min(max(vs[j] + np.int32(a[j]) * np.int32(64), -hi), hi)
+    else:  # leak: rounded toward zero, as Lava's right shift of |v|
+        for j in range(n_out):
+            d = np.int32((np.int64(abs(vs[j])) * keep) >> 12)
+            vs[j] = min(max((d if vs[j] >= 0 else -d) + np.int32(a[j]) * np.int32(64), -hi), hi)
+    t = frame // v.shape[0]
+    j = 0
+    for pix in range(pixels):
+        for o in range(cout):
+            if vs[j] > vth:
+                vs[j] = 0
+                n = o * pixels + pix
+                out_idx[m] = n
+                m += 1
+                counts[n] += 1
+                if record:
+                    rec[t, s, n] = 1
+            j += 1
+    return m
+
+
+@njit
+def _event_layer(ev_idx, ev_val, ev_off, b, graded, weights, bias, count, pos, row, cout, vth, keep,
+                 rec, record, counts, out_idx, out_off):  # pragma: no cover - compiled
+    """One IF / LIF layer (no current memory) over a chunk's frames, event-driven, in Lava's integers.
+
+    Events: ``ev_idx`` input neurons ((C, H, W) order), ``ev_val`` their payloads (``graded``), frame f's
+    in ``ev_off[f]:ev_off[f + 1]``, ``b`` samples a step. Input neuron i reaches ``count[i]`` output
+    pixels; to the channel vector at ``pos[i, j]`` (offset into the (H, W, C) accumulator) it adds the
+    weight vector ``weights[row[i, j]]`` (a dense layer: one pixel, its weight row): a sum of a subset
+    of the products, exact in int32 below the proven 2**17. Then ``_fire``. Spikes go to
+    ``rec[t, s, n]`` (when ``record``) and ``counts[n]``, and as the next layer's events to ``out_idx``
+    (room for every neuron of every frame; reused buffers, a fresh one a call costs page faults) and
+    ``out_off``; returns their number."""
+    n_frames = ev_off.shape[0] - 1
+    n_out = bias.shape[0]
+    pixels = n_out // cout
+    acc = np.empty(n_out, np.int32)
+    v = np.zeros((b, n_out), np.int32)  # |v| < 2**23
+    lanes = cout % 8 == 0
+    m = 0
+    for f in range(n_frames):
+        out_off[f] = m
+        for j in range(n_out):
+            acc[j] = bias[j]
+        for e in range(ev_off[f], ev_off[f + 1]):
+            i = ev_idx[e]
+            p = ev_val[e] if graded else np.int32(1)
+            for j in range(count[i]):
+                base = pos[i, j]
+                r = row[i, j]
+                if lanes:  # whole vectors of 8 (a loop of a runtime length 8 stays scalar)
+                    for o0 in range(0, cout, 8):
+                        a_ = acc[base + o0:base + o0 + 8]
+                        w_ = weights[r, o0:o0 + 8]
+                        if graded:
+                            for o in range(8):
+                                a_[o] += w_[o] * p
+                        else:
+                            for o in range(8):
+                                a_[o] += w_[o]
+                else:
+                    for o in range(cout):
+                        acc[base + o] += weights[r, o] * p
+        m = _fire(v, acc, f % b, vth, keep, f, rec, record, counts, out_idx, m, pixels, cout)
+    out_off[n_frames] = m
+    return m
+
+
+@njit
+def _scan_frames(a, vth, keep, rec, record, counts, out_idx, out_off):  # pragma: no cover - compiled
+    """The neuron update of ``_fire`` over synaptic input frames a [T, b, n] (bias included, float32
+    integers, (C, H, W) order) from the torch convolution or product; spikes as events (as
+    ``_event_layer``); returns their number."""
+    steps, b, n_out = a.shape
+    v = np.zeros((b, n_out), np.int32)
+    m = 0
+    for t in range(steps):
+        for s in range(b):
+            f = t * b + s
+            out_off[f] = m
+            m = _fire(v, a[t, s], s, vth, keep, f, rec, record, counts, out_idx, m, n_out, 1)
+    out_off[steps * b] = m
+    return m
+
+
+@njit
+def _events_to_frames(ev_idx, ev_off, out):  # pragma: no cover - compiled
+    """Events -> 0/1 frames out [F, n] (float32, zeroed by the caller): the dense path's input."""
+    for f in range(ev_off.shape[0] - 1):
+        for e in range(ev_off[f], ev_off[f + 1]):
+            out[f, ev_idx[e]] = 1.0
+
+
+@njit
+def _input_events(x, graded, most, idx, val, off):  # pragma: no cover - compiled
+    """Input x [b, T, n] (float) -> (events: input neurons, payloads, time-major frame offsets; nonzero
+    entries per input neuron). An entry is an event where it is nonzero (as the Lava engine's caller
+    counts them); graded payloads are rounded (half to even, as torch) and clamped to [0, most], as
+    Lava's input is quantised. Into the buffers ``idx``, ``val`` (room for every entry, plus one) and
+    ``off``; returns the number of events and the counts."""
+    b, steps, n = x.shape
+    counts = np.zeros(n, np.int64)
+    m = 0
+    for t in range(steps):
+        for s in range(b):
+            off[t * b + s] = m
+            for i in range(n):  # without branches: written at every entry, kept where nonzero
+                a = x[s, t, i]
+                nz = a != 0
+                idx[m] = i
+                counts[i] += nz
+                if graded:
+                    val[m] = np.int32(min(max(np.rint(a), 0.0), most))
+                m += nz
+    off[b * steps] = m
+    return m, counts
+
+
+@dataclass
+class _KernelLayer:
+    """A layer's constants for ``_event_layer``: per input neuron ((C, H, W) order) the output pixels
+    it reaches (offsets into the (H, W, C) accumulator) and the weight vector it adds to each (a row
+    of ``weights``, one per input channel and kernel tap); the bias per neuron in (H, W, C) order."""
+
+    weights: np.ndarray  # [C_in * kH * kW, C_out] int32 (a dense layer: [n_in, n_out])
+    bias: np.ndarray     # [n_out] int32, (H, W, C) order
+    count: np.ndarray    # [n_in] int64
+    pos: np.ndarray      # [n_in, P] int64
+    row: np.ndarray      # [n_in, P] int64
+    cout: int
+    vth: int             # threshold in units of one (vth << 6)
+    keep: int            # 4096 - vDecay
+
+
+def _kernel_layer(q: QuantLayer) -> _KernelLayer:
+    lay = q.layer
+    w = np.asarray(q.weight, dtype=np.int64)
+    if lay.kind == "dense":
+        n_out, n_in = w.shape
+        weights, cout, pixels = w.T, n_out, 1
+        count = np.ones(n_in, np.int64)
+        pos = np.zeros((n_in, 1), np.int64)
+        row = np.arange(n_in, dtype=np.int64).reshape(n_in, 1)
+    else:
+        cout, cin_g, kh, kw = w.shape
+        cin, h, wd = lay.input_shape
+        _, oh, ow = lay.output_shape
+        g, og = lay.groups, cout // lay.groups
+        full = np.zeros((cout, cin, kh, kw), np.int64)  # groups spelled out: zeros across groups
+        for gi in range(g):
+            full[gi * og:(gi + 1) * og, gi * cin_g:(gi + 1) * cin_g] = w[gi * og:(gi + 1) * og]
+        weights, pixels = full.transpose(1, 2, 3, 0).reshape(cin * kh * kw, cout), oh * ow
+        oy, ky, vy = (a.numpy() for a in _axis_taps(h, oh, kh, lay.stride[0], lay.padding[0], lay.dilation[0]))
+        ox, kx, vx = (a.numpy() for a in _axis_taps(wd, ow, kw, lay.stride[1], lay.padding[1], lay.dilation[1]))
+        n_in = cin * h * wd
+        width = oy.shape[1] * ox.shape[1]
+        count = np.zeros(n_in, np.int64)
+        pos = np.zeros((n_in, width), np.int64)
+        row = np.zeros((n_in, width), np.int64)
+        for c in range(cin):
+            for y in range(h):
+                for x in range(wd):
+                    i = (c * h + y) * wd + x
+                    for a in np.flatnonzero(vy[y]):
+                        for b in np.flatnonzero(vx[x]):
+                            j = count[i]
+                            pos[i, j] = (oy[y, a] * ow + ox[x, b]) * cout
+                            row[i, j] = (c * kh + ky[y, a]) * kw + kx[x, b]
+                            count[i] += 1
+    if q.bias is None:
+        bias = np.zeros(cout * pixels, np.int64)
+    else:
+        b_ = np.asarray(q.bias, dtype=np.int64)
+        if lay.kind == "conv" and b_.ndim > 1:  # per neuron (C, H, W) -> (H, W, C)
+            bias = b_.reshape(cout, pixels).T.reshape(-1)
+        elif lay.kind == "conv":
+            bias = np.tile(b_, pixels)
+        else:
+            bias = b_.reshape(-1)
+    i32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)  # noqa: E731
+    return _KernelLayer(i32(weights), i32(bias), count, pos, row, cout, int(q.vth) * ACT_SHIFT,
+                        DECAY_UNITY - int(q.v_decay))
+
+
+# Forced choice of the compiled run's synaptic input (None: by cost), for measurements and tests
+KERNEL_EVENTS: bool | None = None
+# The compiled run's choice per layer and chunk: an added weight value of the event-driven kernel
+# costs about KERNEL_EVENT_COST multiply-adds of the layer's dense product. Measured in thread CPU
+# time (the machine is shared), one thread, AVX-512, on the benchmark's network: 0.75 ns an added
+# value on the graded 2-channel first layer against 0.032 ns a multiply-add of its oneDNN
+# convolution (23x), 0.24 ns against 0.0145 ns on the second (17x). So events pay below about 4 %
+# input density on the first layer (the benchmark's N-MNIST frames have 5.7 %) and 1 % on the second.
+KERNEL_EVENT_COST = 20.0
+
+
+def _events_pay(p: _Plan, n_events: int, frames: int) -> bool:
+    """Whether the compiled event-driven accumulation is cheaper than the dense convolution / product
+    for this chunk's input (never changes results, only speed): a cost model on the event count."""
+    if KERNEL_EVENTS is not None:
+        return KERNEL_EVENTS
+    kl = p.kernel
+    per_event = float(kl.count.mean()) * kl.cout  # values an event adds, on average over input neurons
+    return n_events * per_event * KERNEL_EVENT_COST < frames * p.events.dense_macs
+
+
+def _kernel_applies(plans: list[_Plan]) -> bool:
+    """The compiled event-driven run covers IF / LIF layers without current memory, recurrence or
+    delays whose synaptic sums are proven below 2**17 (no wrap, no clamp: ``_event_layer``), on the CPU."""
+    return KERNELS and all(
+        p.device.type == "cpu" and p.mode in ("if", "lif") and p.fuse_bias and not p.in_hwc and not p.out_hwc
+        and p.q.rec_weight is None and p.events is not None and (p.q.bias is None or int(np.abs(p.q.bias).max(initial=0)) < NO_WRAP)
+        for p in plans)
+
+
 # --- driver ------------------------------------------------------------------------------------
 
 class _Buffers(threading.local):
@@ -707,24 +948,37 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
     tensors in cache); ``threads`` chunks run at once, each op single-threaded (default: torch's
     thread count), which stays efficient when other processes share the cores.
     ``arithmetic="int64"`` runs the integer reference instead of the proven-exact float paths.
-    ``events``: event-driven accumulation where it is cheaper ("auto"), everywhere it applies
-    ("always") or never ("never"); results are the same. ``device``: "cpu" (default) or "cuda";
+    ``events``: "auto" runs the compiled event-driven kernel where it applies (``_kernel_applies``)
+    and otherwise the torch paths with event-driven accumulation where it is cheaper; "kernel"
+    insists on the compiled kernel; "always" / "never": the torch paths with / without event-driven
+    accumulation wherever it applies. Results are the same. ``device``: "cpu" (default) or "cuda";
     results come back on the CPU.
     """
     if events not in EVENTS:
         raise ValueError(f"events '{events}' is not one of {EVENTS}")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = _device(device)
     n, t = inputs.shape[:2]
+    if tuple(inputs.shape[2:]) != tuple(net.input_shape):
+        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: expected [N, T, {', '.join(map(str, net.input_shape))}]")
     plans = _cached_plan(net, t, arithmetic, dev)
+    kernel = events in ("auto", "kernel") and all(p.kernel is not None for p in plans)
+    if kernel and events == "auto" and not record:
+        # the compiled run pays where the first layer's events do (its dense scans are no faster than
+        # the torch ones), and where trains are recorded (written by the kernels, not copied)
+        kernel = _events_pay(plans[0], int(torch.count_nonzero(inputs)) * batch_size // max(n, 1), t * batch_size)
+    if events == "kernel" and not kernel:
+        raise ValueError("events='kernel': the compiled event-driven run does not apply to this network "
+                         "(it needs numba, the CPU, IF / LIF layers without current memory, recurrence or "
+                         "delays, and synaptic sums below 2**17)")
     output = torch.empty((t, n, *plans[-1].q.layer.output_shape), dtype=torch.uint8)
     rec = {p.q.name: torch.empty((t, n, *p.q.layer.output_shape), dtype=torch.uint8) for p in plans} if record else {}
     x = inputs.detach()
     bufs = _Buffers()
     graded = net.input_bits > 0
 
-    def work(i0: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def work(i0: int, size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with torch.inference_mode():
-            h, in_events = _prepare_input(plans, net, x[i0:i0 + batch_size].to(dev), bufs)
+            h, in_events = _prepare_input(plans, net, x[i0:i0 + size].to(dev), bufs)
             b = h.shape[1]
             counts = []
             n_events = int(in_events.sum())  # the totals give each layer's input events for free
@@ -737,29 +991,73 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
             output[:, i0:i0 + b].copy_(_chw_view(plans[-1], h))
             return in_events, counts
 
-    cuda = dev.type == "cuda"
-    workers = 1 if cuda else max(1, threads or torch.get_num_threads())  # one stream keeps the GPU busy
-    batch_size = max(1, min(batch_size, -(-n // workers)))  # a few samples still give every worker a chunk
-    starts = list(range(0, n, batch_size))
-    workers = min(workers, len(starts))
-    prev = torch.get_num_threads()
-    if not cuda:
-        torch.set_num_threads(1)  # parallel over chunks, not inside each small op
-    try:
-        with _exact_cuda(dev):
-            if workers == 1:
-                results = [work(i) for i in starts]
-            else:
-                with ThreadPoolExecutor(workers) as ex:
-                    results = list(ex.map(work, starts))
-    finally:
-        torch.set_num_threads(prev)
+    def work_kernel(i0: int, size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        xb = x[i0:i0 + size]
+        b = xb.shape[0]
+        frames = xb.reshape(b, t, -1)
+        if frames.dtype not in (torch.float32, torch.float64):
+            frames = frames.to(torch.float32)
+        nf = t * b
+        most = max(max(int(np.prod(p.q.layer.input_shape)), p.q.layer.neurons) for p in plans) * nf + 1  # room for all
+        ev = [bufs.get(f"events{j}", (most,), torch.int32, dev).numpy() for j in (0, 1)]
+        offs = [bufs.get(f"offsets{j}", (nf + 1,), torch.int64, dev).numpy() for j in (0, 1)]
+        val = bufs.get("payloads", (frames.numel() + 1,) if graded else (0,), torch.int32, dev).numpy()
+        m, in_events = _input_events(frames.contiguous().numpy(), graded, max_payload(net), ev[0], val, offs[0])
+        counts = []
+        with torch.inference_mode():
+            for k, p in enumerate(plans):
+                last = k == len(plans) - 1
+                keep = record or last
+                train = (rec[p.q.name] if record else output)[:, i0:i0 + b] if keep else _NO_TRAIN
+                train = train.view(train.shape[0], train.shape[1], -1)
+                if keep:
+                    train.zero_()
+                c = np.zeros(p.q.layer.neurons, np.int64)
+                kl = p.kernel
+                idx, off = ev[k % 2][:m], offs[k % 2]
+                out_idx, out_off = ev[(k + 1) % 2], offs[(k + 1) % 2]
+                if _events_pay(p, m, nf):
+                    m = _event_layer(idx, val if k == 0 else _NO_VALUES, off, b, graded and k == 0, kl.weights,
+                                     kl.bias, kl.count, kl.pos, kl.row, kl.cout, kl.vth, kl.keep, train.numpy(), keep,
+                                     c, out_idx, out_off)
+                else:  # dense enough: the float32 convolution / product (proven exact), then the compiled scan
+                    if k == 0:
+                        h, _ = _prepare_input(plans, net, xb, bufs)
+                    else:
+                        h = bufs.get("frames", (t, b, int(np.prod(p.q.layer.input_shape))), torch.float32, dev)
+                        h.zero_()
+                        _events_to_frames(idx, off, h.view(nf, -1).numpy())
+                    a = _synaptic(p, h, p.bias)
+                    m = _scan_frames(a.numpy(), kl.vth, kl.keep, train.numpy(), keep, c, out_idx, out_off)
+                counts.append(torch.from_numpy(c).double())
+        if record:
+            output[:, i0:i0 + b].copy_(rec[plans[-1].q.name][:, i0:i0 + b])
+        return torch.from_numpy(in_events).double(), counts
+
+    with _exact_cuda(dev):
+        results = run_chunks(work_kernel if kernel else work, n, batch_size, threads, parallel=dev.type == "cpu")
     in_events = torch.zeros(int(np.prod(inputs.shape[2:])), dtype=torch.float64, device=dev)
     totals = {p.q.name: torch.zeros(p.q.layer.neurons, dtype=torch.float64, device=dev) for p in plans}
     for ev, counts in results:
-        in_events += ev
+        in_events += ev.to(dev)
         for p, c in zip(plans, counts):
-            totals[p.q.name] += c
+            totals[p.q.name] += c.to(dev)
     in_events = in_events.cpu()
-    totals = {p.q.name: _to_chw(totals[p.q.name], p.q.layer.output_shape, p.out_hwc).cpu() for p in plans}
+    totals = {p.q.name: (c.cpu() if kernel else _to_chw(c, p.q.layer.output_shape, p.out_hwc).cpu())
+              for p, c in zip(plans, totals.values())}
     return FastResult(rec if record else None, output, in_events, totals)
+
+
+_NO_TRAIN = torch.zeros(1, 2, 1, dtype=torch.uint8)[:, :1]  # a layer not recorded (strided, as the recorded ones)
+_NO_VALUES = np.zeros(0, np.int32)  # hidden layers' events carry 1
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    """The engine's device; "cuda" without a usable GPU is refused with a clear message."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}': no CUDA GPU is available to this torch build "
+                         f"({torch.__version__}); run on the CPU (device='cpu') or install torch's CUDA build")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device '{device}': the fast engine runs on 'cpu' or 'cuda'")
+    return dev
