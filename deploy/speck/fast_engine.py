@@ -64,12 +64,12 @@ does not apply (the chip has no such setting).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from spikeport.deploy.engine_common import run_chunks
 from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options
 from spikeport.deploy.speck.quantize import QuantisedForm
 from spikeport.deploy.speck.simulate import SimResult, fanout_map, float_neuron
@@ -361,25 +361,12 @@ def run(plan_: EnginePlan, inputs: torch.Tensor, *, batch_size: int = 32, thread
     if t != plan_.timesteps:
         raise ConfigError(f"inputs have {t} steps, the engine was planned for {plan_.timesteps}")
     x = inputs.detach()
-    workers = max(1, threads or torch.get_num_threads())
-    batch_size = max(1, min(batch_size, -(-n // workers)))  # a few samples still give every worker a chunk
-    starts = list(range(0, n, batch_size))
-    workers = min(workers, len(starts))
 
-    def work(i0: int) -> dict:
+    def work(i0: int, size: int) -> dict:
         with torch.inference_mode():
-            return _chunk(plan_, x[i0:i0 + batch_size], semantics, record)
+            return _chunk(plan_, x[i0:i0 + size], semantics, record)
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over chunks, not inside each small op
-    try:
-        if workers == 1:
-            parts = [work(i) for i in starts]
-        else:
-            with ThreadPoolExecutor(workers) as ex:
-                parts = list(ex.map(work, starts))
-    finally:
-        torch.set_num_threads(prev)
+    parts = run_chunks(work, n, batch_size, threads)
     taps = {tap.name: torch.cat([q["taps"][tap.name] for q in parts], 1) for tap in plan_.form.outputs}
     trains = {p.layer.name: torch.cat([q["trains"][p.layer.name] for q in parts], 1)
               for p in plan_.layers} if record else None
