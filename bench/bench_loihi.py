@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_loihi.py [--run runs/X] [--lava-samples 20] [--epochs 3]
                                           [--batch-size 32] [--threads N] [--repeats 5]
-                                          [--device cpu|cuda] [--events auto|always|never]
+                                          [--device cpu|cuda] [--events auto|always|never|kernel]
 
 1. Speed and exactness: the same quantised network (``target.prepare``, the function
    ``spikeport deploy`` uses) and the same test samples through Lava's bit-accurate
@@ -10,7 +10,10 @@
    recording every layer's spikes: samples/s of each and their ratio (target >= 2000x), then
    the fast engine alone on the whole test split, and whether every spike of every layer at
    every step is equal; then where the fast engine's time goes (torch's profiler, one thread,
-   the ops that take most of it, with their shapes). Lava's time is its run only (building and compiling the processes is
+   the ops that take most of it, with their shapes), and per layer of the compiled event-driven
+   run (input density, event-driven and dense time, which the cost model picks); then the same
+   samples thinned to ``--thin`` input density (1 %: what finer time bins give) through Lava
+   and both paths, equality and speed. Lava's time is its run only (building and compiling the processes is
    printed apart); the fast engine's is a whole ``run_fast`` call after one warm-up call, the
    median of ``--repeats`` calls (a call on 20 samples takes milliseconds, so one call alone is
    at the mercy of the scheduler).
@@ -62,7 +65,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="fast engine: chunks at once (default: torch's threads)")
     ap.add_argument("--repeats", type=int, default=5, help="fast engine: timed calls (the median is reported)")
     ap.add_argument("--device", default="cpu", help="fast engine: cpu or cuda")
-    ap.add_argument("--events", default="auto", choices=["auto", "always", "never"],
+    ap.add_argument("--thin", type=float, default=0.01, help="input density of the sparse-input check")
+    ap.add_argument("--events", default="auto", choices=["auto", "always", "never", "kernel"],
                     help="fast engine: event-driven accumulation (same results)")
     args = ap.parse_args()
 
@@ -73,12 +77,12 @@ def main() -> None:
     from spikeport.deploy.run import build_deploy_input
     from spikeport.hw_profiles import load_profile
 
-    def fast_rate(xs: torch.Tensor, record: bool) -> tuple[float, float]:
+    def fast_rate(xs: torch.Tensor, record: bool, **over) -> tuple[float, float]:
         """(median samples/s, best samples/s) of ``--repeats`` run_fast calls on ``xs``."""
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            run_fast(net, xs, record=record, **opts)
+            run_fast(net, xs, record=record, **{**opts, **over})
             times.append(time.perf_counter() - t0)
         return xs.shape[0] / statistics.median(times), xs.shape[0] / min(times)
 
@@ -104,9 +108,16 @@ def main() -> None:
         opts = dict(batch_size=args.batch_size, threads=args.threads, device=args.device, events=args.events)
         run_fast(net, xs[:2], **opts)  # warm-up (first torch calls, the cached plan)
         fast = run_fast(net, xs, record=True, **opts)
-        fast_sps, fast_best = fast_rate(xs, record=True)
-        all_sps, all_best = fast_rate(x, record=False)
         diff = {k: int((fast.spikes[k] != lava.spikes[k]).sum()) for k in names}
+        dense = run_fast(net, xs, record=True, **{**opts, "events": "never"})
+        diff_dense = {k: int((dense.spikes[k] != lava.spikes[k]).sum()) for k in names}
+        equal = all(v == 0 for v in diff.values()) and all(v == 0 for v in diff_dense.values())
+        print(f"\n[equality] spike trains equal to Lava's, every layer and step: {equal} "
+              f"(differences: events={args.events} {diff}; torch paths {diff_dense})")
+        fast_sps, fast_best = fast_rate(xs, record=True)
+        one_sps, one_best = fast_rate(xs, record=True, threads=1)
+        dense_sps, dense_best = fast_rate(xs, record=True, events="never")
+        all_sps, all_best = fast_rate(x, record=False)
         spikes = {k: int(lava.spikes[k].sum()) for k in names}
         lava_sps = n / lava.run_s
         print(f"\n[speed] {n} samples, {lava.steps} Lava steps")
@@ -114,13 +125,32 @@ def main() -> None:
               f"build+compile {lava.compile_s:.2f} s apart)")
         print(f"  fast engine    : {fast_sps:9.1f} samples/s  (same {n} samples, every layer recorded; "
               f"median of {args.repeats}, best {fast_best:.1f})")
+        print(f"  fast engine    : {one_sps:9.1f} samples/s  (same, one thread; best {one_best:.1f}): {one_sps / lava_sps:.0f}x")
+        print(f"  torch paths    : {dense_sps:9.1f} samples/s  (same, events=never: no compiled kernel; best {dense_best:.1f})")
         print(f"  fast engine    : {all_sps:9.1f} samples/s  (whole test split, {x.shape[0]} samples; best {all_best:.1f})")
-        equal = all(v == 0 for v in diff.values())
-        print(f"  spike trains equal, every layer and step: {equal} (differences {diff})")
+        print(f"  machine load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print(f"  ratio fast/Lava: {fast_sps / lava_sps:.0f}x on the same {n} samples, "
               f"{all_sps / lava_sps:.0f}x at whole-split throughput (target >= 2000x)")
         print(f"  spikes per layer (Lava): {spikes}")
-        _where_time_goes(lambda: run_fast(net, xs, record=True, **{**opts, "threads": 1}))
+        _where_time_goes(lambda: run_fast(net, xs, record=True, **{**opts, "threads": 1, "events": "never"}))
+        _kernel_layers(net, xs, opts["batch_size"])
+
+        # --- 1b. the same samples thinned to ~1 % input density (finer time bins give such input) ---
+        g = torch.Generator().manual_seed(0)
+        thin = xs * (torch.rand(xs.shape, generator=g) < args.thin / max(float((xs != 0).float().mean()), 1e-9))
+        lava_thin = run_lava(netx_file, thin, names, input_bits=bits)
+        got = {ev: run_fast(net, thin, record=True, **{**opts, "events": ev}) for ev in ("auto", "never")}
+        thin_equal = all(torch.equal(r.spikes[k], lava_thin.spikes[k]) for r in got.values() for k in names)
+        thin_sps = {ev: fast_rate(thin, record=True, events=ev, threads=1)[0] for ev in ("auto", "never")}
+        lava_thin_sps = n / lava_thin.run_s
+        print(f"\n[sparse input] the same {n} samples, each event kept with probability "
+              f"{args.thin / float((xs != 0).float().mean()):.3f}: input density {100 * float((thin != 0).float().mean()):.2f} %; "
+              f"equal to Lava on every layer and step: {thin_equal}")
+        print(f"  Lava {lava_thin_sps:.2f} samples/s; one thread: fast engine (auto: compiled run) "
+              f"{thin_sps['auto']:.1f} samples/s ({thin_sps['auto'] / lava_thin_sps:.0f}x), torch paths "
+              f"{thin_sps['never']:.1f} ({thin_sps['never'] / lava_thin_sps:.0f}x)")
+        _kernel_layers(net, thin, opts["batch_size"])
+        equal = equal and thin_equal
 
         # --- 2. accuracy drop on the whole test split -----------------------------------
         t0 = time.perf_counter()
@@ -148,10 +178,72 @@ def _where_time_goes(call, top: int = 8) -> None:
     rows = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in rows) or 1.0
     rows.sort(key=lambda e: -e.self_cpu_time_total)
-    print(f"\n[where the time goes] one call on the same samples, one thread: {total / 1e3:.1f} ms of ops")
+    print(f"\n[where the time goes, torch paths] one call on the same samples, one thread: {total / 1e3:.1f} ms of ops")
     for e in rows[:top]:
         shapes = [list(sh) for sh in e.input_shapes if sh][:2]
         print(f"  {100 * e.self_cpu_time_total / total:5.1f} %  {e.key:28s} x{e.count:<4d} {shapes}")
+
+
+def _kernel_layers(net, xs: torch.Tensor, batch_size: int) -> None:
+    """Per layer of the compiled run (one thread, thread CPU time: the machine may be shared): input
+    density, the event-driven and the dense way's time, the way the cost model picks."""
+    import numpy as np
+
+    from spikeport.deploy.loihi import fast_engine as fe
+
+    plans = fe._cached_plan(net, xs.shape[1], "auto", torch.device("cpu"))
+    if not all(p.kernel is not None for p in plans):
+        print("\n[compiled run] does not apply to this network")
+        return
+    xb = xs[:batch_size]
+    b, t = xb.shape[:2]
+    nf = t * b
+
+    def cpu_ms(f, k: int = 5):
+        best = float("inf")
+        for _ in range(k):
+            t0 = time.thread_time()
+            r = f()
+            best = min(best, time.thread_time() - t0)
+        return 1e3 * best, r
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        room = max(max(int(np.prod(p.q.layer.input_shape)), p.q.layer.neurons) for p in plans) * nf + 1
+        idx, val = np.empty(room, np.int32), np.empty(xb.numel() + 1, np.int32)
+        off = np.empty(nf + 1, np.int64)
+        graded = net.input_bits > 0
+        frames = xb.reshape(b, t, -1).float().contiguous().numpy()
+        ms, (m, _) = cpu_ms(lambda: fe._input_events(frames, graded, fe.max_payload(net), idx, val, off))
+        print(f"\n[compiled run, per layer] {b} samples, one thread, thread CPU ms (best of 5); input events {ms:.2f}")
+        for k, p in enumerate(plans):
+            kl, n_out = p.kernel, p.q.layer.neurons
+            ev, ev_off = idx[:m].copy(), off.copy()
+            train = np.zeros((t, b, n_out), np.uint8)
+            out_idx, out_off = np.empty(room, np.int32), np.empty(nf + 1, np.int64)
+            call = lambda: fe._event_layer(ev, val if k == 0 else fe._NO_VALUES, ev_off, b, graded and k == 0,  # noqa: E731
+                                           kl.weights, kl.bias, kl.count, kl.pos, kl.row, kl.cout, kl.vth, kl.keep,
+                                           train, True, np.zeros(n_out, np.int64), out_idx, out_off)
+            ms_ev, m_out = cpu_ms(call)
+            h = torch.zeros(t, b, int(np.prod(p.q.layer.input_shape)))
+            if k == 0:
+                h = fe._prepare_input(plans, net, xb, fe._Buffers())[0]
+            else:
+                fe._events_to_frames(ev, ev_off, h.view(nf, -1).numpy())
+            ms_conv, a = cpu_ms(lambda: fe._synaptic(p, h, p.bias))
+            ms_scan, _ = cpu_ms(lambda: fe._scan_frames(a.clone().numpy(), kl.vth, kl.keep, train, True,
+                                                        np.zeros(n_out, np.int64), np.empty(room, np.int32),
+                                                        np.empty(nf + 1, np.int64)))
+            density = m / (nf * int(np.prod(p.q.layer.input_shape)))
+            pick = "events" if fe._events_pay(p, m, nf) else "dense"
+            print(f"  {p.q.name}: input density {100 * density:5.2f} %  events {ms_ev:6.2f} ms  dense "
+                  f"{ms_conv:6.2f} + scan {ms_scan:5.2f} ms  -> cost model: {pick}")
+            idx[:m_out] = out_idx[:m_out]
+            off[:] = out_off
+            m = m_out
+    finally:
+        torch.set_num_threads(prev)
 
 
 if __name__ == "__main__":

@@ -39,21 +39,29 @@ before the run, never assumed:
 ``run_fast(..., arithmetic="int64")`` runs the plain int64 transcription of the Lava models
 instead, the reference the fast paths are tested against.
 
-Where the time goes (CPU, the benchmark's N-MNIST network: 2 -> 8 -> 16 -> 16 channels, 64, 10;
-``bench/bench_loihi.py`` prints it): the first convolution (2 input channels, oneDNN's least
-efficient case) about 30-45 %, the input copy and its event count 15-25 %, the second convolution
-5-15 %, the neuron scans (a few small ops a step) and the recorded trains' copies the rest. The
-dense rate is near what the CPU gives; what was tried, and kept where it pays:
+Where the time goes (CPU, one thread, the benchmark's N-MNIST network: 2 -> 8 -> 16 -> 16
+channels, 64, 10, T = 25, graded 4-bit input at 5.7 % density; ``bench/bench_loihi.py`` prints
+it): the first convolution (2 input channels, oneDNN's least efficient case: 0.032 ns a
+multiply-add against 0.015-0.02 ns for the others) about 30-40 %, the input copy and its event count
+10-20 %, the other products 15-20 %, the neuron scans (25 steps of a few small ops) and the
+recorded trains' copies the rest. What was tried, and kept where it pays:
 
-- event-driven accumulation: where a chunk's input is sparse enough that adding the weights of
-  only the inputs that spiked costs less than the dense product (a cost model on the event
-  count, which the per-neuron totals give for free, per chunk), the synaptic input is
-  ``index_add_`` of weights: a dense layer adds the weight row of each event; a convolution
-  adds, for each event, the channel vector of every output pixel it reaches (a table built once
-  from the kernel). Each partial sum is again a sum of a subset of the products, so the bound
-  above keeps it exact, in any order of addition. At the benchmark's 4-11 % densities the dense
-  product is cheaper (an indexed add costs 50-100 multiply-adds of oneDNN or MKL), so "auto" keeps
-  it; events pay below about 1-2 %;
+- the compiled event-driven run (``_event_layer``, numba; ``events="auto"`` or ``"kernel"``): the
+  input's nonzero entries become an event list in one pass; a layer whose input is sparse enough
+  adds, for each event, its weight vector (all output channels, contiguous) to the channel vector of
+  every output pixel it reaches (tables built once from the kernel), then runs Lava's neuron update
+  in its own integers (int32, exact: the synaptic sum is proven below 2**17) and emits its spikes as
+  the next layer's events, its counts and its recorded trains directly; a denser layer gets the
+  spikes as 0/1 frames, the float32 convolution below and the compiled scan (``_scan_frames``).
+  The choice is per layer and chunk, a cost model on the event count (``KERNEL_EVENT_COST``,
+  measured: an added value costs 17-23 multiply-adds of the dense product), so events pay below
+  about 4 % input density on the first layer and 1 % on the hidden ones. On the benchmark's input
+  (5.7 %) the dense way is the cheaper on every layer (first layer: 3.5 ms of events against
+  1.9 + 1.3 ms on 20 samples), so "auto" takes the compiled run only where the first layer's events
+  pay, and the torch paths otherwise;
+- event-driven accumulation in torch (``events="always"``; ``index_add_`` of weights, a dense
+  layer's weight rows, a convolution's channel vectors): an indexed add costs 50-100 multiply-adds
+  of oneDNN or MKL, so it pays below about 1-2 % (``EVENT_COST``), chosen per chunk;
 - channels-last convolutions kept from layer to layer (``CHANNELS_LAST``): each convolution is
   faster, but the transposing input copy and the recorded trains' copies back to (C, H, W) cost
   as much on that network, so it is off by default (same results either way);
@@ -61,9 +69,13 @@ dense rate is near what the CPU gives; what was tried, and kept where it pays:
 - plans (weights converted and permuted, event tables) cached per network, steps and device;
   thresholds as tensors in the scans (a Python number is wrapped, a copy, at every step).
 
-On CUDA (``device="cuda"``) convolutions are computed as ``unfold`` + matrix product with TF32
-off: cuDNN may pick Winograd or FFT algorithms, whose intermediate values are not sums of
-products and so not exact; a plain FP32 GEMM's partial sums are, and the bound holds for them.
+On CUDA (``device="cuda"``; refused by name where torch sees no GPU) the torch paths run, one
+chunk at a time on one stream: the compiled kernels are CPU code. Convolutions are computed as
+``unfold`` + matrix product with TF32 off and cuDNN deterministic, without autotuning
+(``_exact_cuda``): cuDNN may pick Winograd or FFT algorithms, whose intermediate values are not sums
+of products and so not exact; a plain FP32 GEMM's partial sums are (in whatever order or split its
+reduction runs), and the bound holds for them. The neuron scans are the same element-wise float
+operations on integers as on the CPU, exact on any device.
 
 Time alignment: every Lava synapse block delays by one step, so layer k of the Lava run sees
 step t of the input at global step t + k + 1; here every layer is indexed by the input step
@@ -962,10 +974,11 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
         raise ValueError(f"inputs of shape {tuple(inputs.shape)}: expected [N, T, {', '.join(map(str, net.input_shape))}]")
     plans = _cached_plan(net, t, arithmetic, dev)
     kernel = events in ("auto", "kernel") and all(p.kernel is not None for p in plans)
-    if kernel and events == "auto" and not record:
-        # the compiled run pays where the first layer's events do (its dense scans are no faster than
-        # the torch ones), and where trains are recorded (written by the kernels, not copied)
-        kernel = _events_pay(plans[0], int(torch.count_nonzero(inputs)) * batch_size // max(n, 1), t * batch_size)
+    if kernel and events == "auto":
+        # the compiled run pays where the first layer's events do (its dense layers are no faster
+        # than the torch paths: the same convolutions, scans of about the same cost)
+        probe = inputs[:batch_size]  # the first chunk's density stands for the rest (a pass over all costs 3-5 %)
+        kernel = _events_pay(plans[0], int(torch.count_nonzero(probe)), t * probe.shape[0])
     if events == "kernel" and not kernel:
         raise ValueError("events='kernel': the compiled event-driven run does not apply to this network "
                          "(it needs numba, the CPU, IF / LIF layers without current memory, recurrence or "
