@@ -35,15 +35,21 @@ The float chip form (``quant=None``, the accuracy of the form before quantisatio
 floating-point operations as sinabs in float32; its convolutions may add in another order, so it is
 equal to sinabs up to float rounding, not proven bit for bit.
 
-Where the time goes (the demo's visual net, N-MNIST-like input at 6 % density, 2 cores): the
-convolutions, the same float32 oneDNN ones sinabs runs, take 60-70 % of this engine's time and the
-step-by-step neuron update about 25 %. The gain over sinabs is sinabs' per-step overhead (an autograd
-function, a state clone and a dozen allocating operations a layer and step), which costs many times
-its convolutions on a busy machine and about twice them on an idle one; so the ratio depends on the
-load (``bench/bench_speck.py`` measures both in one run). Tried and left out: scatter-based event
-accumulation (10x slower than the dense convolution at this density) and oneDNN's int8 convolution
-(exact for uint8 inputs, twice as fast from the second layer on, no faster on the 2-channel first
-layer that dominates).
+Where the time goes (the demo's visual net, N-MNIST-like input at 6 % density): the convolutions,
+the same float32 oneDNN ones sinabs runs, take 60-70 % of this engine's time (the 2-channel first
+one about half) and the step-by-step neuron update about 25 %. The gain over sinabs is sinabs'
+per-step overhead (an autograd function, a state clone and a dozen allocating operations a layer
+and step), which costs many times its convolutions on a busy machine and about twice them on an
+idle one; so the ratio depends on the load and the threads (``bench/bench_speck.py`` measures one
+thread and the default threads in one run: 2.5x and 7.6x at load average 12 on 2 cores, where
+sinabs with 2 threads runs slower than with one). Since both run the same convolutions, the
+ratio with one thread is bounded by sinabs' time over this engine's convolution time, whatever
+the rest costs (with the convolutions at 65 % of this engine's time, about 3.8x in that run). Tried and left out: scatter-based event accumulation in
+torch (10x slower than the dense convolution at this density), a compiled (numba) event-driven
+first layer as in the Loihi twin (the same 2 -> 8, 5 x 5, stride-2 shape there: 3.5-3.8 ms against
+1.9-2.1 ms for the dense convolution on 20 samples at 6.5 % input density, thread CPU time; it pays
+below about 4 %), and oneDNN's int8 convolution (exact for uint8 inputs, twice as fast from the
+second layer on, no faster on the 2-channel first layer that dominates).
 
 Event-driven semantics (``semantics="event"``): Speck has no time steps. Every event reaching a
 core adds its kernel weight to each neuron it reaches; the neuron then compares with threshold_high
