@@ -4,7 +4,9 @@ Data: the 1,000 real N-MNIST training recordings in ``../shared/data/real/nmnist
 ``--root``: a folder holding ``NMNIST/Train/<label>/<id>.bin``, or the ``Train/<label>`` folder's
 parent itself). With no Test folder, spikeport's registry holds out a fixed seeded 20 % of the
 files (``HOLDOUT_SEED``, 200 of 1,000) as the test split; early stopping uses a seeded 10 % of
-the other 800 (80), training the remaining 720. Nothing here is tuned on the hold-out.
+the other 800 (80), training the remaining 720. Nothing here is tuned on the hold-out: the
+default recipe was chosen on those 80 (``bench/tune_real.py``), and its default run then trains on
+all 800 (``train_on_val``) for the epochs chosen there.
 
 Prints, in one run:
 1. a linear classifier (scikit-learn logistic regression) on per-pixel, per-polarity event
@@ -150,7 +152,8 @@ def main() -> int:
     print(f"float chip-native baseline: held-out accuracy {metrics.test_accuracy:.4f} "
           f"(n={metrics.test_samples}; preset {data.get('preset')}, {data.get('timesteps')} bins of "
           f"{data.get('bin_s', 0) * 1e3:g} ms, augment x{data.get('augment')}; "
-          f"best val {metrics.best_val_accuracy}, epoch {metrics.best_epoch}; trained in {metrics.wall_s:.0f} s)")
+          f"{metrics.train_samples} training samples; best val {metrics.best_val_accuracy}, epoch "
+          f"{metrics.best_epoch}; trained in {metrics.wall_s:.0f} s)")
 
     plain = deploy_both(run, args.samples, export_run, deploy_run)
     if not args.no_qat:

@@ -171,3 +171,28 @@ def test_train_help_lists_models_datasets_and_presets():
     for name in ("baseline", "scmrl", "nmnist-embedded", "dvsgesture", "paper"):
         assert name in out
     assert "see `spikeport train --help`" not in out
+
+
+def test_default_real_nmnist_run_trains_on_train_and_val_with_the_regularisers(train_only_root, tmp_path):
+    from spikeport.train.config import DEFAULT_REGULARISERS
+    from spikeport.train.run import train_run
+
+    run = tmp_path / "runs" / "defaults"
+    metrics = train_run(model="baseline", dataset="nmnist", out=run, chip_native=True,
+                        root=train_only_root, epochs=1, progress=False)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for key, value in DEFAULT_REGULARISERS["nmnist"].items():
+        assert config[key] == value, key
+    assert config["augment"] == 0 and config["train_on_val"] is True
+    # 40 recordings: 8 held out, the 29 + 3 others all train; nothing is left to validate on
+    assert metrics.train_samples == 32 and metrics.test_samples == 8
+    assert metrics.best_val_accuracy is None
+    # a fine-tuning run keeps the val split to pick its epoch
+    ft = tmp_path / "runs" / "ft"
+    fm = train_run(model="baseline", dataset="nmnist", out=ft, chip_native=True, root=train_only_root,
+                   progress=False, finetune_for="speck", init_from=str(run), finetune_epochs=1, augment=0)
+    assert fm.train_samples == 29 and yaml.safe_load((ft / "config.yaml").read_text())["train_on_val"] is False
+    # asked for explicitly off: the 29 train, 3 validate
+    off = train_run(model="baseline", dataset="nmnist", out=tmp_path / "runs" / "off", chip_native=True,
+                    root=train_only_root, epochs=1, progress=False, train_on_val=False)
+    assert off.train_samples == 29 and off.best_val_accuracy is not None

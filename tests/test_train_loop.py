@@ -52,11 +52,11 @@ def test_loss_falls(dataset, ann):
     assert len(result.history) == 3
 
 
-def _run(tmp: Path, stop_at: tuple[int, int] | None = None, resume: dict | None = None):
+def _run(tmp: Path, stop_at: tuple[int, int] | None = None, resume: dict | None = None, **extra):
     model, spec = make("shd-embedded")
     x, y = toy_data(spec, 40)
     xv, yv = toy_data(spec, 20, seed=1)
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=5e-3, progress=False, seed=3)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=5e-3, progress=False, seed=3, **extra)
 
     def on_step(epoch: int, step: int) -> None:
         if stop_at == (epoch, step):
@@ -67,13 +67,15 @@ def _run(tmp: Path, stop_at: tuple[int, int] | None = None, resume: dict | None 
     return model
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path):
-    full = _run(tmp_path / "full")
+# the random regularisers (drawn from the saved generator states) and the EMA resume exactly too
+@pytest.mark.parametrize("extra", [{}, {"drop_p": 0.2, "spike_dropout": 0.2, "ema": 0.9, "label_smoothing": 0.1}])
+def test_resume_reproduces_uninterrupted_run(tmp_path, extra):
+    full = _run(tmp_path / "full", **extra)
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        _run(tmp_path / "cut", stop_at=(1, 2))  # mid-epoch 2
+        _run(tmp_path / "cut", stop_at=(1, 2), **extra)  # mid-epoch 2
     state = read_checkpoint(tmp_path / "cut" / RESUME_FILE, RESUME_FORMAT)
     assert (state["epoch"], state["step"]) == (1, 3)
-    resumed = _run(tmp_path / "cut", resume=state)
+    resumed = _run(tmp_path / "cut", resume=state, **extra)
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
     m_full = read_checkpoint(tmp_path / "full" / MODEL_FILE)
@@ -109,7 +111,9 @@ def test_early_stopping_on_flat_validation():
 
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("lr", 0.0), ("lr", -1e-3), ("batch_size", 0),
-                                       ("grad_clip", 0), ("patience", 0), ("device", "tpu")])
+                                       ("grad_clip", 0), ("patience", 0), ("device", "tpu"),
+                                       ("shift_px", -1), ("drop_p", 1.0), ("label_smoothing", 1.0),
+                                       ("spike_dropout", -0.1), ("ema", 1.0)])
 def test_config_out_of_range_names_the_key(key, value):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         TrainConfig(**{key: value}).validate()
@@ -145,3 +149,71 @@ def test_ann_twin_has_the_snn_weight_layer_names_and_sums_frames():
     x = torch.rand(3, T, *spec["input_shape"])
     # summing the frames over T by hand gives the same logits
     assert torch.allclose(ann(x).logits, ann(x.sum(1)).logits)
+
+
+def test_frame_shift_and_drop_match_a_hand_computation():
+    from spikeport.data.preprocess import augment_frames
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 4, (6, 3, 2, 9, 8)).float()
+    out = augment_frames(x, shift_px=2, generator=torch.Generator().manual_seed(5))
+    offsets = torch.randint(-2, 3, (6, 2), generator=g).tolist()  # the draws augment_frames makes
+    for b, (dx, dy) in enumerate(offsets):
+        want = torch.zeros_like(x[b])
+        for yy in range(9):
+            for xx in range(8):  # every count moves by (dx, dy); those pushed off the sensor are lost
+                if 0 <= yy + dy < 9 and 0 <= xx + dx < 8:
+                    want[..., yy + dy, xx + dx] = x[b, ..., yy, xx]
+        assert torch.equal(out[b], want), (b, dx, dy)
+    # dropping: each of n events kept with probability 1 - p, so a count n has mean n (1 - p)
+    n = torch.full((20000,), 10.0)
+    kept = augment_frames(n, drop_p=0.3, generator=torch.Generator().manual_seed(0))
+    assert kept.max() <= 10 and abs(kept.mean().item() - 7.0) < 0.05
+    assert abs(kept.var().item() - 10 * 0.3 * 0.7) < 0.1
+    assert torch.equal(augment_frames(x), x)
+
+
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
+    from spikeport.train.losses import model_loss
+    from spikeport.train.models.base import ModelOutput
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.5, 0.5, 2.0]])
+    y = torch.tensor([0, 1])
+    eps, c = 0.2, 3
+    logp = torch.log_softmax(logits, 1)
+    target = torch.full((2, c), eps / c)
+    target[torch.arange(2), y] += 1 - eps
+    want = -(target * logp).sum(1).mean()
+    got = model_loss({"model": "baseline"}, ModelOutput(logits=logits), y, label_smoothing=eps)
+    assert torch.allclose(got, want)
+    plain = model_loss({"model": "baseline"}, ModelOutput(logits=logits), y)
+    assert torch.allclose(plain, -logp[torch.arange(2), y].mean())
+
+
+def test_ema_keeps_the_average_of_the_weights_after_each_step():
+    model, spec = make("shd-embedded")
+    x, y = toy_data(spec, 24)
+    decay = 0.6
+    ema = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def track(epoch: int, step: int) -> None:  # by hand: e = decay e + (1 - decay) w after every step
+        for k, v in model.state_dict().items():
+            ema[k] = decay * ema[k] + (1 - decay) * v.detach() if v.is_floating_point() else v.clone()
+
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-2, progress=False, ema=decay)
+    result = fit(model, spec, [(x, y)], [(x, y)], cfg, on_step=track)
+    assert result.best_epoch == 1
+    for k, v in model.state_dict().items():  # the kept (validated) weights are the average
+        assert torch.allclose(v, ema[k], atol=1e-6), k
+
+
+def test_spike_dropout_acts_in_training_only():
+    model, spec = make("nmnist-embedded")
+    x, _ = toy_data(spec, 4)
+    model.eval()
+    ref = model(x).logits
+    model.spike_dropout = 0.5
+    assert torch.equal(model(x).logits, ref)  # inference: no dropout
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(x).logits, ref)
+    model.spike_dropout = 0.0
+    assert torch.equal(model(x).logits, ref)  # training mode itself changes nothing else

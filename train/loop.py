@@ -101,16 +101,27 @@ def epoch_schedule(streams: Sequence[Stream], epoch: int, cfg: TrainConfig,
 
 
 # --- losses ----------------------------------------------------------------------------------
-def loss_function(spec: dict[str, Any]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+def loss_function(spec: dict[str, Any], label_smoothing: float | None = None
+                  ) -> Callable[[Any, torch.Tensor], torch.Tensor]:
     """The model's training loss: cross-entropy on the logits (spike counts for an SNN) plus the
     model's own terms (SupCon for ``scl``, alignment for ``scmrl``), as
     ``spikeport.train.losses.model_loss(spec, output, y)`` defines them. The ANN twins train on
-    cross-entropy alone.
+    cross-entropy alone. ``label_smoothing`` (None: the model's own) smooths the cross-entropy.
     """
     if spec.get("ann"):
-        return lambda out, y: F.cross_entropy(out.logits.float(), y)
+        ls = float(label_smoothing or 0.0)
+        return lambda out, y: F.cross_entropy(out.logits.float(), y, label_smoothing=ls)
     losses = importlib.import_module("spikeport.train.losses")
-    return lambda out, y: losses.model_loss(spec, out, y)
+    return lambda out, y: losses.model_loss(spec, out, y, label_smoothing=label_smoothing)
+
+
+def augment_batch(x: Inputs, cfg: TrainConfig) -> Inputs:
+    """A training batch with ``cfg``'s random frame augmentation (``shift_px``, ``drop_p``) drawn
+    from torch's generator (saved in checkpoints, so a resumed run draws the same)."""
+    if not (cfg.shift_px or cfg.drop_p) or isinstance(x, tuple):
+        return x
+    from spikeport.data.preprocess import augment_frames
+    return augment_frames(x, cfg.shift_px, cfg.drop_p)
 
 
 # --- random generator states (saved as tensors/ints so weights_only loading accepts them) ---
@@ -253,7 +264,14 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
     net: nn.Module = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if ctx.distributed else model
     loss_fn = loss_function(spec)
+    train_loss_fn = loss_function(spec, cfg.label_smoothing) if cfg.label_smoothing else loss_fn
+    if cfg.spike_dropout:
+        model.spike_dropout = float(cfg.spike_dropout)  # read by ChipNativeSNN while training
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # EMA of the weights (cfg.ema > 0): validated and kept in place of the raw weights
+    ema: dict[str, torch.Tensor] | None = None
+    if cfg.ema:
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     steps_per_epoch = len(epoch_schedule(train, 0, cfg, ctx))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(cfg.epochs * steps_per_epoch, 1), eta_min=cfg.min_lr)
@@ -276,6 +294,8 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
         running = dict(resume["running"])
         wall_before = float(resume.get("wall_s", 0.0))
         set_rng_state(resume["rng"])
+        if ema is not None and resume.get("ema") is not None:
+            ema = {k: v.to(device) for k, v in resume["ema"].items()}
 
     t0 = time.perf_counter()
 
@@ -288,7 +308,8 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if amp else None, "rng": rng_state(),
             "epoch": epoch, "step": step, "running": dict(running), "history": history, "best": best,
-            "wall_s": wall_before + time.perf_counter() - t0, "world_size": ctx.world_size})
+            "wall_s": wall_before + time.perf_counter() - t0, "world_size": ctx.world_size,
+            "ema": {k: v.detach().cpu().clone() for k, v in ema.items()} if ema is not None else None})
 
     stopped_early = best["bad_epochs"] >= cfg.patience
     for epoch in range(start_epoch, cfg.epochs):
@@ -308,10 +329,10 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
         for step in range(first, len(schedule)):
             si, idx = schedule[step]
             x, y = train[si]
-            xb, yb = to_device(take(x, idx), device), y[idx].to(device)
+            xb, yb = augment_batch(to_device(take(x, idx), device), cfg), y[idx].to(device)
             with _autocast(device, amp):
                 out = net(xb)
-                loss = loss_fn(out, yb)
+                loss = train_loss_fn(out, yb)
             bad = not torch.isfinite(loss.detach()).item()
             if ctx.any(bad):
                 bar.close()
@@ -327,6 +348,13 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if v.is_floating_point():
+                            ema[k].mul_(cfg.ema).add_(v.detach(), alpha=1.0 - cfg.ema)
+                        else:
+                            ema[k].copy_(v)
             n = len(idx)
             running["loss_sum"] += float(loss.detach()) * n
             running["correct"] += float((out.logits.detach().argmax(1) == yb).sum())
@@ -349,6 +377,10 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
             [running["loss_sum"], running["correct"], running["count"]])
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / count,
                                   "train_accuracy": correct / count, "lr": optimizer.param_groups[0]["lr"]}
+        raw = None
+        if ema is not None:  # validate (and keep) the averaged weights
+            raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema)
         if val and min(stream_len(s) for s in val) > 0:
             v = evaluate_streams(net, val, names, loss_fn, cfg, ctx, amp)
             record.update(val_loss=v["loss"], val_accuracy=v["accuracy"],
@@ -364,6 +396,8 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
                     "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         else:
             best["bad_epochs"] += 1
+        if raw is not None:
+            model.load_state_dict(raw)
         if ctx.is_main:
             msg = (f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} "
                    f"acc {record['train_accuracy']:.3f}")

@@ -61,20 +61,26 @@ def target_labels(spec: dict[str, Any], y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def model_loss(spec: dict[str, Any], output: ModelOutput, y: torch.Tensor) -> torch.Tensor:
-    """The full training loss of the model described by ``spec`` on one batch."""
+def model_loss(spec: dict[str, Any], output: ModelOutput, y: torch.Tensor,
+               label_smoothing: float | None = None) -> torch.Tensor:
+    """The full training loss of the model described by ``spec`` on one batch.
+
+    ``label_smoothing`` (None: the model's own, 0 except for ``scmrl``) smooths the cross-entropy
+    term: the target puts ``1 - eps + eps / C`` on the label and ``eps / C`` on every class."""
     model = spec.get("model")
     logits = output.logits.float()
+    ls = 0.0 if label_smoothing is None else float(label_smoothing)
     if model in CE_MODELS:
-        return F.cross_entropy(logits, target_labels(spec, y))
+        return F.cross_entropy(logits, target_labels(spec, y), label_smoothing=ls)
     if model == "scl":
         if output.features is None:
             raise ConfigError("model 'scl': the model output has no features for the contrastive loss")
-        ce = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits, y, label_smoothing=ls)
         return ce + float(spec.get("scl_weight", 0.1)) * supcon_loss(
             output.features, y, float(spec.get("scl_temperature", 0.07)))
     if model == "scmrl":
-        ce = F.cross_entropy(logits, y, label_smoothing=float(spec.get("label_smoothing", 0.1)))
+        ce = F.cross_entropy(logits, y, label_smoothing=float(spec.get("label_smoothing", 0.1))
+                             if label_smoothing is None else ls)
         weight = float(spec.get("sao_weight", 1.0))
         if weight == 0 or spec.get("inputs", "both") != "both":
             return ce  # SAO off (ablation), or one modality alone: nothing to align

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tonic.transforms as tt
+import torch
+import torch.nn.functional as F
 
 EVENT_FIELDS = ("x", "y", "t", "p")
 
@@ -133,3 +135,28 @@ class Augment:
         out["p"] = work["p"][keep]
         out = out[np.argsort(out["t"], kind="stable")]
         return out
+
+
+def augment_frames(x: torch.Tensor, shift_px: int = 0, drop_p: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random augmentation of a batch of binned event counts, drawn afresh for every batch.
+
+    ``x``: counts ``[B, T, ...]``. With ``shift_px`` > 0 (frames ``[B, T, P, H, W]`` only) each
+    sample is translated by one random integer offset (dx, dy) in ``[-shift_px, shift_px]``,
+    counts pushed off the sensor dropped: the binned form of ``RandomShift``. With ``drop_p`` > 0
+    each event is kept with probability ``1 - drop_p``: a count n becomes Binomial(n, 1 - drop_p),
+    the binned form of tonic's ``DropEvent``. Training runs on a new draw each epoch instead of a
+    few fixed copies (no cache, no re-binning). Returns float counts.
+    """
+    x = x.float()
+    if shift_px > 0 and x.dim() == 5:
+        s = int(shift_px)
+        h, w = x.shape[-2], x.shape[-1]
+        offsets = torch.randint(-s, s + 1, (x.shape[0], 2), generator=generator).tolist()
+        padded = F.pad(x, (s, s, s, s))
+        # an event at (x, y) moves to (x + dx, y + dy): out[.., y, x] = in[.., y - dy, x - dx]
+        x = torch.stack([padded[b, ..., s - dy: s - dy + h, s - dx: s - dx + w]
+                         for b, (dx, dy) in enumerate(offsets)])
+    if drop_p > 0:
+        x = torch.binomial(x, torch.full_like(x, 1.0 - float(drop_p)), generator=generator)
+    return x

@@ -19,6 +19,7 @@ from typing import Any
 import snntorch as snn
 import torch
 from snntorch import surrogate
+import torch.nn.functional as F
 from torch import nn
 
 from spikeport.train.fused_neurons import leaky_cell_scan
@@ -163,6 +164,11 @@ class ChipNativeSNN(nn.Module):
                     spk, mem = module(cur, mem)
                     out_steps.append(spk)
                 train = torch.stack(out_steps)  # [T, B, ...]
+            drop = float(getattr(self, "spike_dropout", 0.0))
+            if drop and self.training and name != lif_names[-1]:
+                # training-time regulariser only (TrainConfig.spike_dropout): hidden spikes are
+                # zeroed at random and the rest scaled by 1 / (1 - p); inference has no dropout
+                train = F.dropout(train, drop, training=True)
             if name == feature_name:
                 features = train.sum(0).flatten(1)
             if record:
