@@ -408,16 +408,44 @@ def accuracy_figure(rows: list[RunRow], path: Path) -> None:
     plt.close(fig)
 
 
+def kept_rows(out: Path, models: list[str], variant: str, schedule: Schedule, real: bool
+              ) -> tuple[list[RunRow], str | None]:
+    """The rows of ``out/reproduce.json`` for the models not in ``models``, when that file was
+    written with the same variant, schedule and data (so its cells are comparable), and its date;
+    ([], None) otherwise. A ``--models`` subset thus updates its rows of the tables and keeps the
+    others, instead of dropping them."""
+    path = Path(out) / "reproduce.json"
+    if not path.is_file():
+        return [], None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return [], None
+    if (record.get("variant"), record.get("schedule"), bool(record.get("real"))) != (variant, asdict(schedule), real):
+        return [], None
+    known = {f for f in RunRow.__dataclass_fields__}
+    rows = [RunRow(**{k: v for k, v in r.items() if k in known}) for r in record.get("rows", [])
+            if r.get("model") not in models]
+    return rows, str(record.get("date", "?"))[:10]
+
+
 def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), root: Path | None = None,
               quick: bool = False, seed: int = 0, models: list[str] | None = None, variant: str = "chip-native",
               schedule: Schedule | None = None, real: bool = False, seeds: int | None = None) -> list[RunRow]:
     """Run the whole table over ``seeds`` seeds (from ``seed`` on; default: the schedule's);
-    write results/{accuracy.md, deployment.md, accuracy.png, reproduce.json}."""
+    write results/{accuracy.md, deployment.md, accuracy.png, reproduce.json}.
+
+    With a subset of ``models``, the other models' rows of an existing ``out/reproduce.json``
+    written with the same variant, schedule and data are kept in the tables (``kept_rows``; the
+    provenance line says which rows come from which run). Returns the rows run now."""
     if variant not in ("chip-native", "paper"):
         raise SpikeportError(f"variant: must be 'chip-native' or 'paper', got {variant!r}")
     schedule = schedule or (QUICK if quick else FULL)
     n_seeds = int(seeds or schedule.seeds)
-    models = models or SEED_A_MODELS + ["joint", *SCMRL_VARIANTS]
+    all_models = SEED_A_MODELS + ["joint", *SCMRL_VARIANTS]
+    subset = models is not None and set(models) != set(all_models)
+    models = models or all_models
+    kept, kept_date = kept_rows(Path(out), models, variant, schedule, real) if subset else ([], None)
     rows: list[RunRow] = []
     todo = plan(models, _datasets(root, real))
     started = datetime.now(timezone.utc)
@@ -432,6 +460,7 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                 run_schedule = SCMRL_QUICK
             rows += _run_one(model, modality, dataset, run, run_schedule, root, s, chip_native)
     total_s = time.perf_counter() - t0
+    ran = rows
     out = Path(out)
     command = ' '.join(['spikeport', *sys.argv[1:]]) if sys.argv[0].endswith('spikeport') else 'spikeport reproduce'
     readouts = sorted({r.readout for r in rows if r.readout})
@@ -440,6 +469,13 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                   f"{'real data' if real else 'embedded default data'}, {platform.machine()} "
                   f"({platform.processor() or 'cpu'}), {total_s / 60:.1f} min in all. Cells: mean ± sample "
                   "standard deviation over the seeds.")
+    if kept:
+        kept_models = list(dict.fromkeys(r.model for r in kept))
+        provenance += (f" That run trained {', '.join(dict.fromkeys(m for m, _, _ in todo))}; the rows of "
+                       f"{', '.join(kept_models)} are kept from the run of {kept_date} (same variant, schedule "
+                       "and data).")
+        order = {m: i for i, m in enumerate(all_models)}
+        rows = sorted(kept + rows, key=lambda r: (r.seed, order.get(r.model, len(order))))
     notes = spread_notes(rows)
     text = ("# Test accuracy (%) per model and modality\n\n" + provenance + "\n\n" + accuracy_table(rows)
             + "\n\nn/d: not deployed (see deployment.md). With ~360 (visual) / 600 (audio) test samples one "
@@ -463,9 +499,11 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
     write_json_atomic(out / "reproduce.json", {"schema_version": 2, "date": started.isoformat(), "seeds":
                                                list(range(seed, seed + n_seeds)), "variant": variant,
                                                "schedule": asdict(schedule), "real": real, "total_s": total_s,
+                                               "models_run": list(dict.fromkeys(m for m, _, _ in todo)),
+                                               "kept_from": kept_date if kept else None,
                                                "aggregate": agg, "rows": [asdict(r) for r in rows]})
     console.print(f"tables in {out}/accuracy.md and {out}/deployment.md")
-    return rows
+    return ran
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -41,20 +42,39 @@ def test_quick_demo_writes_every_report_section(tmp_path: Path, cache: Path) -> 
 
 def test_reproduce_tiny_writes_every_table_and_figure(tmp_path: Path, cache: Path) -> None:
     from spikeport.data.registry import generate
-    from spikeport.reproduce import TINY, reproduce
+    from spikeport.reproduce import QUICK, TINY, RunRow, kept_rows, reproduce
 
     root = tmp_path / "data"
     for name in ("nmnist-embedded", "shd-embedded"):
         generate(name, root=root, n=60)
+    # An earlier run's table with the same schedule: a --models subset keeps its other rows and
+    # replaces its own; one with another schedule is not mixed in.
+    (tmp_path / "results").mkdir()
+    earlier = {"date": "2026-01-02T00:00:00", "variant": "chip-native", "schedule": asdict(TINY), "real": False,
+               "rows": [asdict(RunRow(model="hopfield", modality="audio", dataset="shd-embedded", run="r", seed=0,
+                                      float_accuracy=0.5)),
+                        asdict(RunRow(model="baseline", modality="audio", dataset="shd-embedded", run="r", seed=0,
+                                      float_accuracy=0.123456))]}
+    (tmp_path / "results" / "reproduce.json").write_text(json.dumps(earlier))
     rows = reproduce(out=tmp_path / "results", runs=tmp_path / "runs", root=root, schedule=TINY,
                      models=["baseline"])
     assert [(r.model, r.modality) for r in rows] == [("baseline", "visual"), ("baseline", "audio")]
+    merged = json.loads((tmp_path / "results" / "reproduce.json").read_text())
+    assert [(r["model"], r["modality"]) for r in merged["rows"]] == \
+        [("baseline", "visual"), ("baseline", "audio"), ("hopfield", "audio")]
+    assert merged["kept_from"] == "2026-01-02" and merged["models_run"] == ["baseline"]
+    text = (tmp_path / "results" / "accuracy.md").read_text()
+    assert "| hopfield |  |  |  | 50.00 |" in text and "12.35" not in text
+    assert "the rows of hopfield are kept from the run of 2026-01-02" in text
+    assert kept_rows(tmp_path / "results", ["baseline"], "chip-native", QUICK, False) == ([], None)
     for name in ("accuracy.md", "deployment.md", "accuracy.png", "reproduce.json", "summary.md"):
         assert (tmp_path / "results" / name).stat().st_size > 0, name
     table = (tmp_path / "results" / "accuracy.md").read_text()
     assert "| baseline |" in table and "96.77 / 80.04" in table  # the paper's row beside ours
     record = json.loads((tmp_path / "results" / "reproduce.json").read_text())
     for row in record["rows"]:
+        if row["model"] != "baseline":
+            continue  # the kept row of the earlier table has no run folder
         assert row["error"] is None
         for chip in ("loihi2", "speck"):
             stats = read_json_model(Path(row["run"]) / "deploy" / chip / "stats.json", Stats)

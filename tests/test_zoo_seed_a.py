@@ -14,7 +14,7 @@ from spikeport.train.losses import model_loss
 from spikeport.train.models.backbones import BackboneOutput, SeedSNN
 from spikeport.train.models.hgrn import HGRN, HGRU
 from spikeport.train.models.hopfield import ModernHopfield
-from spikeport.train.models.seed_a import build_seed_a, fill_defaults
+from spikeport.train.models.seed_a import LEGACY_DEFAULTS, build_seed_a, fill_defaults, pool_steps
 
 SHAPES = {"visual": [2, 34, 34], "audio": [700]}
 TINY = {"conv_channels": [4, 8], "visual_hidden": [48, 24], "audio_hidden": [48, 48, 24],
@@ -302,18 +302,73 @@ def test_hgrn_head_reads_spike_trains_hopfield_head_reads_rates():
         torch.testing.assert_close(hop.head(plain)[1], hop.head(flipped)[1])
 
 
+def test_pool_steps_sums_windows_by_hand():
+    trains = (torch.rand(2, 10, 3, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    got = pool_steps(trains, 4)
+    a = trains.numpy()
+    want = np.stack([a[:, 0:4].sum(1), a[:, 4:8].sum(1), a[:, 8:10].sum(1)], axis=1)  # last window short
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert pool_steps(trains, 1) is trains
+
+
+def test_audio_hgrn_steps_are_window_counts_through_an_embedding():
+    """Audio features carry about one spike a step: the head sums them in windows (default 4 on
+    audio, 1 on visual) and embeds each window's counts linearly before the HGRN blocks, so the
+    blocks' per-step RMSNorm sees dense vectors, not one-hot steps scaled up to sqrt(D)."""
+    torch.manual_seed(0)
+    net = build_seed_a(_spec("hgrn", "audio"))
+    assert net.spec["hgrn_window"] == {"visual": 1, "audio": 4}
+    assert net.spec["hgrn_embed"] == {"visual": False, "audio": True}
+    head = net.head
+    trains = (torch.rand(T, 2, 24) < 0.2).float()
+    seen = {}
+    head.hgrn.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    with torch.no_grad():
+        z = head(BackboneOutput(out=trains, features=trains))[1]
+    a = trains.transpose(0, 1).numpy()
+    counts = np.stack([a[:, 0:4].sum(1), a[:, 4:6].sum(1)], axis=1)  # T = 6: windows of 4 and 2 steps
+    w, b = head.embed["audio"].weight.detach().numpy(), head.embed["audio"].bias.detach().numpy()
+    np.testing.assert_allclose(seen["x"].numpy(), counts @ w.T + b, rtol=1e-5, atol=1e-6)
+    # visual features (T = 25 on the embedded data, denser) go to the HGRN step by step, unembedded
+    vis = build_seed_a(_spec("hgrn", "visual"))
+    assert vis.head.windows == {"visual": 1} and len(vis.head.embed) == 0
+    # joint: one window and embedding per modality in front of the one shared trunk
+    joint = build_seed_a({**_spec("joint", "visual"), "num_classes": 10})
+    assert joint.head.windows == {"visual": 1, "audio": 4} and list(joint.head.embed) == ["audio"]
+
+
+def test_specs_stored_before_the_window_keys_build_what_they_trained():
+    """A spec filled before hgrn_window / hgrn_embed existed holds every other key: it gets the
+    step-by-step, unembedded head it was trained with, and its stored weights load."""
+    old = fill_defaults(_spec("hybrid", "audio"))
+    for key in LEGACY_DEFAULTS:
+        old.pop(key)
+    refilled = fill_defaults(old)
+    assert {k: refilled[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
+    net = build_seed_a(old)
+    assert len(net.head.embed) == 0 and net.head.windows["audio"] == 1
+    assert not any(k.startswith("head.embed") for k in net.state_dict())  # the keys of the old head
+    with pytest.raises(ConfigError, match="spec key hgrn_window"):
+        build_seed_a({**_spec("hgrn", "audio"), "hgrn_window": {"audio": 0}})
+    with pytest.raises(ConfigError, match="spec key hgrn_embed"):
+        build_seed_a({**_spec("hgrn", "audio"), "hgrn_embed": "yes"})
+
+
 def test_hybrid_hopfield_leaves_silent_steps_silent():
-    """A step without a feature spike has no query: the HGRN sees zero there, as it would without
-    the memory, while active steps go through the retrieval."""
+    """A step (window) without a feature spike has no query: the HGRN sees what it would without
+    the memory there (the embedding of zero counts), while active steps go through the retrieval."""
     torch.manual_seed(0)
     hybrid = build_seed_a(_spec("hybrid", "audio"))
     trains = (torch.rand(T, 2, 24) < 0.3).float()
-    trains[1:3] = 0.0  # two silent steps for both samples
+    trains[4:] = 0.0  # a silent last window (steps 4-5) for both samples
     head = hybrid.head
     with torch.no_grad():
         silent = torch.zeros(2, T, 24)
         z_silent = head(BackboneOutput(out=silent.transpose(0, 1), features=silent.transpose(0, 1)))[1]
-        torch.testing.assert_close(z_silent, head.hgrn(silent).mean(1))
+        # zero counts in every window: the HGRN gets the embedding of zero (its bias), no retrieval
+        embedded = head.embed["audio"](pool_steps(silent, head.windows["audio"]))
+        torch.testing.assert_close(embedded, head.embed["audio"].bias.expand(2, 2, 24))
+        torch.testing.assert_close(z_silent, head.hgrn(embedded).mean(1))
         z = head(BackboneOutput(out=trains, features=trains))[1]
         head.hopfield.memory.mul_(-1.0)  # another memory changes what active steps retrieve
         assert not torch.allclose(z, head(BackboneOutput(out=trains, features=trains))[1])

@@ -79,9 +79,19 @@ DEFAULTS: dict[str, Any] = {
     "hgrn_layers": 2,
     "hgrn_dim": None,          # None: the feature width
     "hgrn_mlp_ratio": 2.0,
+    # Feature steps summed into one HGRN step: a number or {"visual": w, "audio": w}. Audio's 100
+    # steps carry a median of one feature spike each; summed in fours they give the HGRN 25 denser
+    # steps, as many as the visual data have (see HGRNHead).
+    "hgrn_window": {"visual": 1, "audio": 4},
+    # A linear embedding of each (window's) spike vector before the HGRN blocks, per modality: a
+    # bool or {"visual": b, "audio": b}; joint's encoders get one each (their neurons are unrelated).
+    "hgrn_embed": {"visual": False, "audio": True},
     "scl_weight": 0.1,
     "scl_temperature": 0.07,
 }
+#: What keys added after the first stored specs meant before they existed: a spec that holds every
+#: other key but not these was filled (and trained) before them, and gets the behaviour it had.
+LEGACY_DEFAULTS: dict[str, Any] = {"hgrn_window": 1, "hgrn_embed": False}
 
 
 def _modality_of(shape: list[int]) -> str:
@@ -95,6 +105,9 @@ def fill_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     model = out.get("model")
     if model not in SEED_A_MODELS:
         raise ConfigError(f"spec key model: {model!r} is not one of {', '.join(SEED_A_MODELS)}")
+    if all(k in out for k in DEFAULTS if k not in LEGACY_DEFAULTS):
+        for key, value in LEGACY_DEFAULTS.items():
+            out.setdefault(key, copy.deepcopy(value))
     for key, value in DEFAULTS.items():
         out.setdefault(key, copy.deepcopy(value))
     out.setdefault("beta", 1.0 if out["chip_native"] else 0.9)
@@ -123,6 +136,17 @@ def fill_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     for key in ("hopfield_patterns", "hgrn_layers", "num_classes", "kernel_size"):
         if int(out[key]) < 1:
             raise ConfigError(f"spec key {key}: must be >= 1, got {out[key]}")
+    window = out["hgrn_window"]
+    windows = window.values() if isinstance(window, dict) else [window]
+    if (isinstance(window, dict) and set(window) - {"visual", "audio"}) or any(
+            not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in windows):
+        raise ConfigError(f"spec key hgrn_window: must be an integer >= 1 (or a visual/audio mapping of such), "
+                          f"got {window!r}")
+    embed = out["hgrn_embed"]
+    embeds = embed.values() if isinstance(embed, dict) else [embed]
+    if (isinstance(embed, dict) and set(embed) - {"visual", "audio"}) or any(not isinstance(e, bool) for e in embeds):
+        raise ConfigError(f"spec key hgrn_embed: must be true or false (or a visual/audio mapping of such), "
+                          f"got {embed!r}")
     for key in ("hopfield_temperature", "scl_temperature", "threshold"):
         if float(out[key]) <= 0:
             raise ConfigError(f"spec key {key}: must be > 0, got {out[key]}")
@@ -234,19 +258,63 @@ class HopfieldHead(nn.Module):
         return logits, z, {"head.readout.lif": spk.unsqueeze(0)}
 
 
-class HGRNHead(nn.Module):
-    """(optional Hopfield at every step) -> HGRN over T -> mean over T -> FC -> single-step LIF."""
+def window_of(spec: dict, modality: str) -> int:
+    """Feature steps summed into one HGRN step for a modality (``hgrn_window``)."""
+    w = spec.get("hgrn_window", 1)
+    return int(w.get(modality, 1)) if isinstance(w, dict) else int(w)
 
-    def __init__(self, dim: int, spec: dict, hopfield: bool, num_classes: int | None = None) -> None:
+
+def embeds(spec: dict, modality: str) -> bool:
+    """Whether a modality's feature vectors are embedded linearly before the HGRN (``hgrn_embed``)."""
+    e = spec.get("hgrn_embed", False)
+    return bool(e.get(modality, False)) if isinstance(e, dict) else bool(e)
+
+
+def pool_steps(seq: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, T, D] spike trains -> [B, ceil(T / window), D] spike counts over windows of ``window``
+    steps (the last window zero-padded)."""
+    if window <= 1:
+        return seq
+    b, t, d = seq.shape
+    pad = (-t) % window
+    if pad:
+        seq = torch.cat([seq, seq.new_zeros(b, pad, d)], dim=1)
+    return seq.reshape(b, (t + pad) // window, window, d).sum(2)
+
+
+class HGRNHead(nn.Module):
+    """(window sums) -> (optional Hopfield at every step) -> (linear embedding) -> HGRN over T
+    -> mean over T -> FC -> single-step LIF.
+
+    Sparse audio: the chip-native audio backbone's feature layer gives a median of one spike of
+    64 a step (30 % of the steps silent). The HGRN blocks RMS-normalise every step, so a step with
+    one spike becomes a one-hot of height sqrt(64) = 8, as loud as a busy step: the recurrence
+    then runs on noise. Summing the spikes over windows of ``hgrn_window`` steps (4 on audio: 25
+    HGRN steps, as many as the visual data have) and embedding each window's counts with a linear
+    layer (``hgrn_embed``) gives the blocks dense steps. hgrn on shd-embedded, 8 epochs, seed 0,
+    best validation accuracy: 0.86 step by step, 0.83 with windows alone, 0.90 with the embedding
+    alone, 0.99 with both.
+
+    ``modalities``: those the head serves (joint: both, each with its own window and embedding).
+    """
+
+    def __init__(self, dim: int, spec: dict, hopfield: bool, num_classes: int | None = None,
+                 modalities: tuple[str, ...] | None = None) -> None:
         super().__init__()
         hidden = int(spec["hgrn_dim"] or dim)
+        self.modality = spec.get("modality")
+        modalities = modalities or (self.modality,)
         self.hopfield = ModernHopfield(dim, spec["hopfield_patterns"], spec["hopfield_temperature"]) \
             if hopfield else None
+        self.embed = nn.ModuleDict({m: nn.Linear(dim, dim) for m in modalities if embeds(spec, m)})
         self.hgrn = HGRN(dim, hidden, spec["hgrn_layers"], spec["hgrn_mlp_ratio"])
         self.readout = SpikingReadout(hidden, num_classes or spec["num_classes"], spec)
+        self.windows = {m: window_of(spec, m) for m in modalities}
 
-    def forward(self, bb: BackboneOutput, return_gates: bool = False):
+    def forward(self, bb: BackboneOutput, return_gates: bool = False, modality: str | None = None):
+        modality = modality or self.modality
         seq = bb.features.transpose(0, 1)  # [B, T, D]
+        seq = pool_steps(seq, self.windows.get(modality, 1))
         if self.hopfield is not None:
             # A silent step (no feature spike) has no query: its cosine to every pattern is 0, so the
             # retrieval would return the patterns' mean, layer-normalised into the same unit-variance
@@ -254,6 +322,8 @@ class HGRNHead(nn.Module):
             # shd-embedded, 8 epochs: 0.34 with it, 0.68 with silent steps left at zero).
             active = seq.abs().sum(-1, keepdim=True) > 0
             seq = torch.where(active, self.hopfield(seq), seq)
+        if modality in self.embed:
+            seq = self.embed[modality](seq)
         y, gates = self.hgrn(seq, return_gates=True)
         z = y.mean(1)
         logits, spk = self.readout(z)
@@ -334,14 +404,15 @@ class JointModel(nn.Module):
                               f"trunk, got {dims['visual']} and {dims['audio']} (spec keys visual_hidden/audio_hidden)")
         self.backbone = JointEncoders(visual, audio, spec["input_shapes"])
         self.feature_layer = {m: f"{m}.{_feature_layer(getattr(self.backbone, m), False)}" for m in dims}
-        self.head = HGRNHead(dims["visual"], spec, hopfield=False, num_classes=spec["num_classes"])
+        self.head = HGRNHead(dims["visual"], spec, hopfield=False, num_classes=spec["num_classes"],
+                             modalities=("visual", "audio"))
 
     def forward(self, x: torch.Tensor, record: bool = False, modality: str | None = None) -> ModelOutput:
         if not isinstance(x, torch.Tensor):
             raise ConfigError("joint model takes one modality a batch: a tensor [B, T, ...], not a tuple")
         m = self.backbone.modality_of(x, modality)
         bb = self.backbone(x, record=record, modality=m)
-        logits, features, head_spikes = self.head(bb)
+        logits, features, head_spikes = self.head(bb, modality=m)
         spikes = None
         if record:
             spikes = {f"{m}.{k}": v for k, v in bb.spikes.items()} | head_spikes
@@ -360,8 +431,10 @@ class JointPart(nn.Module):
         part = spec["part"]
         self.backbone = _backbone(spec, part, with_output=False)
         self.feature_layer = _feature_layer(self.backbone, False)
+        # the shared trunk with both modalities' embeddings, as in JointModel (its weights load as
+        # they are); this part runs its own modality's
         self.head = HGRNHead(_feature_dim(self.backbone, False), spec, hopfield=False,
-                             num_classes=spec["num_classes"])
+                             num_classes=spec["num_classes"], modalities=("visual", "audio"))
 
     def forward(self, x: torch.Tensor, record: bool = False) -> ModelOutput:
         bb = run_backbone(self.backbone, x, record, self.feature_layer)
