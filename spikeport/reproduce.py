@@ -95,11 +95,16 @@ def _datasets(root: Path | None, real: bool) -> dict[str, str]:
 
 
 def plan(models: list[str], datasets: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(model, modality, dataset) of every run, in the paper's table order."""
+    """(model, modality, dataset) of every run, in the paper's table order. A seed-A model runs on
+    both modalities; ``MODEL:visual`` or ``MODEL:audio`` runs it on one."""
     rows = []
-    for model in models:
+    for entry in models:
+        model, _, only = entry.partition(":")
+        if only and (model not in SEED_A_MODELS or only not in ("visual", "audio")):
+            raise SpikeportError(f"models: {entry!r}: only {', '.join(SEED_A_MODELS)} take a modality, "
+                                 "visual or audio")
         if model in SEED_A_MODELS:
-            rows += [(model, "visual", datasets["visual"]), (model, "audio", datasets["audio"])]
+            rows += [(model, m, datasets[m]) for m in ("visual", "audio") if only in ("", m)]
         elif model == "joint":
             rows.append((model, "joint", datasets["joint"]))
         elif model in SCMRL_VARIANTS:
@@ -408,12 +413,12 @@ def accuracy_figure(rows: list[RunRow], path: Path) -> None:
     plt.close(fig)
 
 
-def kept_rows(out: Path, models: list[str], variant: str, schedule: Schedule, real: bool
+def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedule: Schedule, real: bool
               ) -> tuple[list[RunRow], str | None]:
-    """The rows of ``out/reproduce.json`` for the models not in ``models``, when that file was
-    written with the same variant, schedule and data (so its cells are comparable), and its date;
-    ([], None) otherwise. A ``--models`` subset thus updates its rows of the tables and keeps the
-    others, instead of dropping them."""
+    """The rows of ``out/reproduce.json`` for the (model, modality) pairs not in the plan ``todo``,
+    when that file was written with the same variant, schedule and data (so its cells are
+    comparable), and its date; ([], None) otherwise. A ``--models`` subset thus updates its rows of
+    the tables and keeps the others, instead of dropping them."""
     path = Path(out) / "reproduce.json"
     if not path.is_file():
         return [], None
@@ -424,8 +429,10 @@ def kept_rows(out: Path, models: list[str], variant: str, schedule: Schedule, re
     if (record.get("variant"), record.get("schedule"), bool(record.get("real"))) != (variant, asdict(schedule), real):
         return [], None
     known = {f for f in RunRow.__dataclass_fields__}
+    # joint is planned as one run ("joint") and gives a row a modality
+    planned = {(m, mod) for m, mods, _ in todo for mod in (("visual", "audio") if mods == "joint" else (mods,))}
     rows = [RunRow(**{k: v for k, v in r.items() if k in known}) for r in record.get("rows", [])
-            if r.get("model") not in models]
+            if (r.get("model"), r.get("modality")) not in planned]
     return rows, str(record.get("date", "?"))[:10]
 
 
@@ -443,11 +450,11 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
     schedule = schedule or (QUICK if quick else FULL)
     n_seeds = int(seeds or schedule.seeds)
     all_models = SEED_A_MODELS + ["joint", *SCMRL_VARIANTS]
-    subset = models is not None and set(models) != set(all_models)
     models = models or all_models
-    kept, kept_date = kept_rows(Path(out), models, variant, schedule, real) if subset else ([], None)
-    rows: list[RunRow] = []
     todo = plan(models, _datasets(root, real))
+    subset = set(todo) != set(plan(all_models, _datasets(root, real)))
+    kept, kept_date = kept_rows(Path(out), todo, variant, schedule, real) if subset else ([], None)
+    rows: list[RunRow] = []
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     for s in range(seed, seed + n_seeds):
@@ -470,12 +477,14 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                   f"({platform.processor() or 'cpu'}), {total_s / 60:.1f} min in all. Cells: mean ± sample "
                   "standard deviation over the seeds.")
     if kept:
-        kept_models = list(dict.fromkeys(r.model for r in kept))
-        provenance += (f" That run trained {', '.join(dict.fromkeys(m for m, _, _ in todo))}; the rows of "
-                       f"{', '.join(kept_models)} are kept from the run of {kept_date} (same variant, schedule "
+        rerun = {m for m, _, _ in todo}
+        kept_names = list(dict.fromkeys(f"{r.model} {r.modality}" if r.model in rerun else r.model for r in kept))
+        provenance += (f" That run trained {', '.join(models)}; the other rows (of "
+                       f"{', '.join(kept_names)}) are kept from the run of {kept_date} (same variant, schedule "
                        "and data).")
         order = {m: i for i, m in enumerate(all_models)}
-        rows = sorted(kept + rows, key=lambda r: (r.seed, order.get(r.model, len(order))))
+        mods = {"visual": 0, "audio": 1}
+        rows = sorted(kept + rows, key=lambda r: (r.seed, order.get(r.model, len(order)), mods.get(r.modality, 2)))
     notes = spread_notes(rows)
     text = ("# Test accuracy (%) per model and modality\n\n" + provenance + "\n\n" + accuracy_table(rows)
             + "\n\nn/d: not deployed (see deployment.md). With ~360 (visual) / 600 (audio) test samples one "
@@ -499,7 +508,7 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
     write_json_atomic(out / "reproduce.json", {"schema_version": 2, "date": started.isoformat(), "seeds":
                                                list(range(seed, seed + n_seeds)), "variant": variant,
                                                "schedule": asdict(schedule), "real": real, "total_s": total_s,
-                                               "models_run": list(dict.fromkeys(m for m, _, _ in todo)),
+                                               "models_run": list(models),
                                                "kept_from": kept_date if kept else None,
                                                "aggregate": agg, "rows": [asdict(r) for r in rows]})
     console.print(f"tables in {out}/accuracy.md and {out}/deployment.md")

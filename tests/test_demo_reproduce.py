@@ -65,7 +65,7 @@ def test_reproduce_tiny_writes_every_table_and_figure(tmp_path: Path, cache: Pat
     assert merged["kept_from"] == "2026-01-02" and merged["models_run"] == ["baseline"]
     text = (tmp_path / "results" / "accuracy.md").read_text()
     assert "| hopfield |  |  |  | 50.00 |" in text and "12.35" not in text
-    assert "the rows of hopfield are kept from the run of 2026-01-02" in text
+    assert "the other rows (of hopfield) are kept from the run of 2026-01-02" in text
     assert kept_rows(tmp_path / "results", ["baseline"], "chip-native", QUICK, False) == ([], None)
     for name in ("accuracy.md", "deployment.md", "accuracy.png", "reproduce.json", "summary.md"):
         assert (tmp_path / "results" / name).stat().st_size > 0, name
@@ -79,3 +79,26 @@ def test_reproduce_tiny_writes_every_table_and_figure(tmp_path: Path, cache: Pat
         for chip in ("loihi2", "speck"):
             stats = read_json_model(Path(row["run"]) / "deploy" / chip / "stats.json", Stats)
             assert row["chips"][chip]["accuracy"] == pytest.approx(stats.accuracy)
+
+
+def test_reproduce_subset_plans_one_modality_and_keeps_the_rest(tmp_path: Path) -> None:
+    """``--models hgrn:audio,joint`` runs hgrn on audio only and joint; every other (model,
+    modality) row of an earlier table with the same schedule is kept, joint's two rows are not."""
+    from spikeport.errors import SpikeportError
+    from spikeport.reproduce import QUICK, TINY, RunRow, kept_rows, plan
+
+    datasets = {"visual": "v", "audio": "a", "joint": "v+a", "audiovisual": "av"}
+    todo = plan(["hgrn:audio", "joint"], datasets)
+    assert todo == [("hgrn", "audio", "a"), ("joint", "joint", "v+a")]
+    with pytest.raises(SpikeportError, match="take a modality"):
+        plan(["joint:audio"], datasets)
+    earlier = [RunRow(model=m, modality=mod, dataset="d", run="r", float_accuracy=0.5)
+               for m, mod in (("hgrn", "visual"), ("hgrn", "audio"), ("joint", "visual"), ("joint", "audio"),
+                              ("baseline", "audio"))]
+    (tmp_path / "reproduce.json").write_text(json.dumps(
+        {"date": "2026-01-02T00:00:00", "variant": "chip-native", "schedule": asdict(QUICK), "real": False,
+         "rows": [asdict(r) for r in earlier]}))
+    kept, date = kept_rows(tmp_path, todo, "chip-native", QUICK, False)
+    assert [(r.model, r.modality) for r in kept] == [("hgrn", "visual"), ("baseline", "audio")] and date == "2026-01-02"
+    assert kept_rows(tmp_path, todo, "chip-native", TINY, False) == ([], None)
+    assert kept_rows(tmp_path, todo, "paper", QUICK, False) == ([], None)
