@@ -46,19 +46,19 @@ multiply-add against 0.015-0.02 ns for the others) about 30-40 %, the input copy
 10-20 %, the other products 15-20 %, the neuron scans (25 steps of a few small ops) and the
 recorded trains' copies the rest. What was tried, and kept where it pays:
 
-- the compiled event-driven run (``_event_layer``, numba; ``events="auto"`` or ``"kernel"``): the
-  input's nonzero entries become an event list in one pass; a layer whose input is sparse enough
-  adds, for each event, its weight vector (all output channels, contiguous) to the channel vector of
-  every output pixel it reaches (tables built once from the kernel), then runs Lava's neuron update
-  in its own integers (int32, exact: the synaptic sum is proven below 2**17) and emits its spikes as
-  the next layer's events, its counts and its recorded trains directly; a denser layer gets the
-  spikes as 0/1 frames, the float32 convolution below and the compiled scan (``_scan_frames``).
-  The choice is per layer and chunk, a cost model on the event count (``KERNEL_EVENT_COST``,
-  measured: an added value costs 17-23 multiply-adds of the dense product), so events pay below
-  about 4 % input density on the first layer and 1 % on the hidden ones. On the benchmark's input
-  (5.7 %) the dense way is the cheaper on every layer (first layer: 3.5 ms of events against
-  1.9 + 1.3 ms on 20 samples), so "auto" takes the compiled run only where the first layer's events
-  pay, and the torch paths otherwise;
+- the compiled event-driven first layer (``_event_layer``, numba; ``events="auto"`` or
+  ``"kernel"``): the input's nonzero entries become an event list in one pass; each event adds its
+  weight vector (all output channels, contiguous) to the channel vector of every output pixel it
+  reaches (tables built once from the kernel), then Lava's neuron update runs in its own integers
+  (int32, exact: the synaptic sum is proven below 2**17), writing the counts, the recorded trains
+  and the 0/1 frames the torch paths take on from. ``KERNEL_EVENTS = True`` runs every layer so
+  (spikes passed on as event lists), for tests and measurements. The choice is per call, a cost
+  model on the first chunk's event count (``KERNEL_EVENT_COST``, measured: an added value costs
+  17-23 multiply-adds of the dense product), so events pay below about 4 % input density on the
+  first layer and 1 % on the hidden ones (whose convolutions run 2x faster a multiply-add). On the
+  benchmark's input (5.7 %) the dense convolution is the cheaper (first layer, 20 samples, thread
+  CPU time: 3.8-5.3 ms of events against 2.1-2.6 ms + a 0.4 ms torch scan), so "auto" runs the
+  torch paths; at 1 % the events take 1.8 ms against 2.1 ms + the scan;
 - event-driven accumulation in torch (``events="always"``; ``index_add_`` of weights, a dense
   layer's weight rows, a convolution's channel vectors): an indexed add costs 50-100 multiply-adds
   of oneDNN or MKL, so it pays below about 1-2 % (``EVENT_COST``), chosen per chunk;
@@ -634,20 +634,19 @@ def _run_layer_int64(p: _Plan, h: torch.Tensor) -> torch.Tensor:
 
 # --- compiled event-driven run ------------------------------------------------------------------
 #
-# Frames are time-major (frame f = step * b + sample), as the torch paths' [T, b, n]. Each layer
-# emits its spikes as an event list (input neurons in (C, H, W) order, frame offsets); the next
-# layer either adds the events' weights (``_event_layer``) or, where its input is dense enough
-# that the convolution is cheaper, gets the spikes as 0/1 frames (``_events_to_frames``), runs
-# the float32 convolution of the torch path and the compiled neuron scan (``_scan_frames``).
+# Frames are time-major (frame f = step * b + sample), as the torch paths' [T, b, n]. A compiled
+# layer emits its spikes as an event list (input neurons in (C, H, W) order, frame offsets) for a
+# next compiled layer, or as 0/1 frames for the torch paths that run the layers after it.
 
 @njit
-def _fire(v, a, s, vth, keep, frame, rec, record, counts, out_idx, m, pixels, cout):  # pragma: no cover
+def _fire(v, a, s, vth, keep, frame, rec, record, counts, out_idx, m, pixels, cout, frames, dense):  # pragma: no cover
     """Lava's PyLifModelBitAcc without current memory for one frame, in its integers (units of one):
     ``v = sat24(trunc(v * keep / 4096) + a << 6)``, spike ``v > vth``, reset to 0. ``a`` is the
     synaptic sum (below 2**17 in magnitude, ``_kernel_applies``) plus the bias mantissa, so the current
     wrap and the conv's 24-bit clamp never fire. ``a`` and the state ``v[s]`` are in (H, W, C) order
     (``pixels`` pixels of ``cout`` channels; ``cout`` 1: (C, H, W) order as it is); spikes are emitted
-    in (C, H, W) order, to ``counts``, to the zeroed ``rec[t, s]`` when ``record``, and to ``out_idx``
+    in (C, H, W) order, to ``counts``, to the zeroed ``rec[t, s]`` when ``record``, to the zeroed 0/1
+    ``frames[frame]`` when ``dense`` (the next layer's input on the torch paths), and to ``out_idx``
     from ``m`` on. Returns the new event count."""
     hi = 2**23 - 1
     n_out = a.shape[0]
@@ -671,13 +670,15 @@ def _fire(v, a, s, vth, keep, frame, rec, record, counts, out_idx, m, pixels, co
                 counts[n] += 1
                 if record:
                     rec[t, s, n] = 1
+                if dense:
+                    frames[frame, n] = 1.0
             j += 1
     return m
 
 
 @njit
 def _event_layer(ev_idx, ev_val, ev_off, b, graded, weights, bias, count, pos, row, cout, vth, keep,
-                 rec, record, counts, out_idx, out_off):  # pragma: no cover - compiled
+                 rec, record, counts, out_idx, out_off, frames, dense):  # pragma: no cover - compiled
     """One IF / LIF layer (no current memory) over a chunk's frames, event-driven, in Lava's integers.
 
     Events: ``ev_idx`` input neurons ((C, H, W) order), ``ev_val`` their payloads (``graded``), frame f's
@@ -718,34 +719,9 @@ def _event_layer(ev_idx, ev_val, ev_off, b, graded, weights, bias, count, pos, r
                 else:
                     for o in range(cout):
                         acc[base + o] += weights[r, o] * p
-        m = _fire(v, acc, f % b, vth, keep, f, rec, record, counts, out_idx, m, pixels, cout)
+        m = _fire(v, acc, f % b, vth, keep, f, rec, record, counts, out_idx, m, pixels, cout, frames, dense)
     out_off[n_frames] = m
     return m
-
-
-@njit
-def _scan_frames(a, vth, keep, rec, record, counts, out_idx, out_off):  # pragma: no cover - compiled
-    """The neuron update of ``_fire`` over synaptic input frames a [T, b, n] (bias included, float32
-    integers, (C, H, W) order) from the torch convolution or product; spikes as events (as
-    ``_event_layer``); returns their number."""
-    steps, b, n_out = a.shape
-    v = np.zeros((b, n_out), np.int32)
-    m = 0
-    for t in range(steps):
-        for s in range(b):
-            f = t * b + s
-            out_off[f] = m
-            m = _fire(v, a[t, s], s, vth, keep, f, rec, record, counts, out_idx, m, n_out, 1)
-    out_off[steps * b] = m
-    return m
-
-
-@njit
-def _events_to_frames(ev_idx, ev_off, out):  # pragma: no cover - compiled
-    """Events -> 0/1 frames out [F, n] (float32, zeroed by the caller): the dense path's input."""
-    for f in range(ev_off.shape[0] - 1):
-        for e in range(ev_off[f], ev_off[f + 1]):
-            out[f, ev_idx[e]] = 1.0
 
 
 @njit
@@ -839,7 +815,9 @@ def _kernel_layer(q: QuantLayer) -> _KernelLayer:
                         DECAY_UNITY - int(q.v_decay))
 
 
-# Forced choice of the compiled run's synaptic input (None: by cost), for measurements and tests
+# Which layers the compiled run takes event-driven: None the first (the torch paths run the rest:
+# at the hidden layers' densities their convolutions and scans are the cheaper), True all of them,
+# False none (the torch paths throughout); for measurements and tests, results are the same
 KERNEL_EVENTS: bool | None = None
 # The compiled run's choice per layer and chunk: an added weight value of the event-driven kernel
 # costs about KERNEL_EVENT_COST multiply-adds of the layer's dense product. Measured in thread CPU
@@ -852,9 +830,8 @@ KERNEL_EVENT_COST = 20.0
 
 def _events_pay(p: _Plan, n_events: int, frames: int) -> bool:
     """Whether the compiled event-driven accumulation is cheaper than the dense convolution / product
-    for this chunk's input (never changes results, only speed): a cost model on the event count."""
-    if KERNEL_EVENTS is not None:
-        return KERNEL_EVENTS
+    for an input of ``n_events`` events in ``frames`` frames (never changes results, only speed): a
+    cost model on the event count."""
     kl = p.kernel
     per_event = float(kl.count.mean()) * kl.cout  # values an event adds, on average over input neurons
     return n_events * per_event * KERNEL_EVENT_COST < frames * p.events.dense_macs
@@ -1005,6 +982,11 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
             return in_events, counts
 
     def work_kernel(i0: int, size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The first layer (all layers with ``KERNEL_EVENTS``) compiled and event-driven, the rest on
+        the torch paths."""
+        compiled = len(plans) if KERNEL_EVENTS else (0 if KERNEL_EVENTS is False else 1)
+        if compiled == 0:
+            return work(i0, size)
         xb = x[i0:i0 + size]
         b = xb.shape[0]
         frames = xb.reshape(b, t, -1)
@@ -1017,33 +999,35 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
         val = bufs.get("payloads", (frames.numel() + 1,) if graded else (0,), torch.int32, dev).numpy()
         m, in_events = _input_events(frames.contiguous().numpy(), graded, max_payload(net), ev[0], val, offs[0])
         counts = []
+        h = None
         with torch.inference_mode():
-            for k, p in enumerate(plans):
-                last = k == len(plans) - 1
-                keep = record or last
+            for k, p in enumerate(plans[:compiled]):
+                keep = record or k == len(plans) - 1
                 train = (rec[p.q.name] if record else output)[:, i0:i0 + b] if keep else _NO_TRAIN
                 train = train.view(train.shape[0], train.shape[1], -1)
                 if keep:
                     train.zero_()
+                dense = k == compiled - 1 and compiled < len(plans)  # the torch paths take over after it
+                h = bufs.get("frames", (t, b, p.q.layer.neurons), torch.float32, dev) if dense else _NO_FRAMES
+                if dense:
+                    h.zero_()
                 c = np.zeros(p.q.layer.neurons, np.int64)
                 kl = p.kernel
-                idx, off = ev[k % 2][:m], offs[k % 2]
-                out_idx, out_off = ev[(k + 1) % 2], offs[(k + 1) % 2]
-                if _events_pay(p, m, nf):
-                    m = _event_layer(idx, val if k == 0 else _NO_VALUES, off, b, graded and k == 0, kl.weights,
-                                     kl.bias, kl.count, kl.pos, kl.row, kl.cout, kl.vth, kl.keep, train.numpy(), keep,
-                                     c, out_idx, out_off)
-                else:  # dense enough: the float32 convolution / product (proven exact), then the compiled scan
-                    if k == 0:
-                        h, _ = _prepare_input(plans, net, xb, bufs)
-                    else:
-                        h = bufs.get("frames", (t, b, int(np.prod(p.q.layer.input_shape))), torch.float32, dev)
-                        h.zero_()
-                        _events_to_frames(idx, off, h.view(nf, -1).numpy())
-                    a = _synaptic(p, h, p.bias)
-                    m = _scan_frames(a.numpy(), kl.vth, kl.keep, train.numpy(), keep, c, out_idx, out_off)
+                m = _event_layer(ev[k % 2][:m], val if k == 0 else _NO_VALUES, offs[k % 2], b, graded and k == 0,
+                                 kl.weights, kl.bias, kl.count, kl.pos, kl.row, kl.cout, kl.vth, kl.keep, train.numpy(),
+                                 keep, c, ev[(k + 1) % 2], offs[(k + 1) % 2], h.view(h.shape[0] * h.shape[1], -1).numpy(),
+                                 dense)
                 counts.append(torch.from_numpy(c).double())
-        if record:
+            n_events = m
+            for p in plans[compiled:]:  # as ``work``
+                h = _run_layer(p, h, events, False, n_events)
+                counts.append(_count(h))
+                n_events = int(counts[-1].sum())
+                if record:
+                    rec[p.q.name][:, i0:i0 + b].copy_(_chw_view(p, h))
+            if compiled < len(plans):
+                output[:, i0:i0 + b].copy_(_chw_view(plans[-1], h))
+        if record and compiled == len(plans):
             output[:, i0:i0 + b].copy_(rec[plans[-1].q.name][:, i0:i0 + b])
         return torch.from_numpy(in_events).double(), counts
 
@@ -1056,13 +1040,15 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
         for p, c in zip(plans, counts):
             totals[p.q.name] += c.to(dev)
     in_events = in_events.cpu()
-    totals = {p.q.name: (c.cpu() if kernel else _to_chw(c, p.q.layer.output_shape, p.out_hwc).cpu())
+    # compiled layers count in (C, H, W) order; kernels apply only where no layer is channels-last
+    totals = {p.q.name: _to_chw(c, p.q.layer.output_shape, p.out_hwc and not kernel).cpu()
               for p, c in zip(plans, totals.values())}
     return FastResult(rec if record else None, output, in_events, totals)
 
 
 _NO_TRAIN = torch.zeros(1, 2, 1, dtype=torch.uint8)[:, :1]  # a layer not recorded (strided, as the recorded ones)
 _NO_VALUES = np.zeros(0, np.int32)  # hidden layers' events carry 1
+_NO_FRAMES = torch.zeros(1, 1, 1)      # a compiled layer followed by another compiled one
 
 
 def _device(device: str | torch.device | None) -> torch.device:
