@@ -501,7 +501,8 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                       + deployment_table(rows) + "\n")
     accuracy_figure(rows, out / "accuracy.png")
     from spikeport.deploy.report import write_results_summary
-    write_results_summary([r.run for r in rows if any("ratio_vs_baseline" in c for c in r.chips.values())],
+    # the runs of this call (summary.md keeps the other runs' rows itself; kept rows' folders may be gone)
+    write_results_summary([r.run for r in ran if any("ratio_vs_baseline" in c for c in r.chips.values())],
                           out / "summary.md")
     agg = {f"{m}/{mod}": {k: (asdict(v) if v else None) for k, v in cells.items()}
            for (m, mod), cells in aggregate(rows).items()}
