@@ -343,3 +343,27 @@ def test_cuda_without_a_gpu_is_refused_clearly():
     net = quantize(walk_(conv_graph(1.0), DT))
     with pytest.raises(ValueError, match="no CUDA GPU"):
         run_fast(net, spikes_in(1, 3, (2, 12, 12), 0.1, seed=0), device="cuda")
+
+
+def test_input_preparation_rounds_and_counts_as_the_torch_ops():
+    """The compiled input pass (payload frames and event counts in one pass) and the torch ops against
+    the int64 reference: halves (rounded half to even), negatives, values past the payload range, a
+    float64 value float32 cannot hold (an event of payload 0, counted on the value given), binary input."""
+    for bits in (3, 0):
+        net = quantize(walk_(conv_graph(1.0, seed=2), DT), input_bits=bits)
+        x = spikes_in(4, 6, (2, 12, 12), 0.3, seed=5, graded=7).double()
+        g = torch.Generator().manual_seed(6)
+        special = torch.tensor([0.5, 1.5, 2.5, -1.0, 9.0, 1e-50, 6.5, 3.49999])
+        pick = torch.rand(x.shape, generator=g) < 0.1
+        x[pick] = special[torch.randint(0, len(special), (int(pick.sum()),), generator=g)].double()
+        ref = run_fast(net, x, record=True, arithmetic="int64")
+        for events in ("never", "kernel"):  # the compiled payload frames, the compiled event list
+            _all_equal(run_fast(net, x, record=True, events=events), ref, f"input bits {bits}, events={events}")
+        kernels, layout = fe.KERNELS, fe.CHANNELS_LAST
+        try:  # the torch ops (without numba), in both layouts
+            fe.KERNELS = False
+            for fe.CHANNELS_LAST in (False, True):
+                _all_equal(run_fast(net, x, record=True, events="never"), ref, f"torch ops, bits {bits}")
+        finally:
+            fe.KERNELS, fe.CHANNELS_LAST = kernels, layout
+        assert int(ref.input_events.sum()) > 0

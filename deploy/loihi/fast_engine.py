@@ -725,6 +725,25 @@ def _event_layer(ev_idx, ev_val, ev_off, b, graded, weights, bias, count, pos, r
 
 
 @njit
+def _prepare_frames(x, graded, most, h, counts):  # pragma: no cover - compiled
+    """Input x [b, T, n] -> the torch paths' payload frames h [T, b, n] and nonzero entries per input
+    neuron, in one pass, on the values given (as the int64 reference and ``_input_events``: a float64
+    value float32 cannot hold still counts): binary input gives 1 where nonzero, graded input its value
+    rounded (half to even, as torch) and clamped to [0, most], an integer h's dtype holds exactly."""
+    b, steps, n = x.shape
+    for t in range(steps):
+        for s in range(b):
+            for i in range(n):
+                a = x[s, t, i]
+                nz = a != 0
+                counts[i] += nz
+                if graded:
+                    h[t, s, i] = min(max(np.rint(a), 0.0), most)
+                else:
+                    h[t, s, i] = 1.0 if nz else 0.0
+
+
+@njit
 def _input_events(x, graded, most, idx, val, off):  # pragma: no cover - compiled
     """Input x [b, T, n] (float) -> (events: input neurons, payloads, time-major frame offsets; nonzero
     entries per input neuron). An entry is an event where it is nonzero (as the Lava engine's caller
@@ -867,14 +886,28 @@ def _prepare_input(plans: list[_Plan], net: QuantNet, x: torch.Tensor, bufs: _Bu
     dtype = p0.acc if p0.acc.is_floating_point else torch.float64
     b, t = x.shape[:2]
     n = int(np.prod(x.shape[2:]))
+    if (KERNELS and p0.mode != "int64" and not p0.in_hwc and p0.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)):  # (the int64 reference keeps the torch ops)
+        # one compiled pass instead of a transposing copy, a comparison, a count, a rounding and a clamp
+        h = bufs.get("input", (t, b, n), dtype, p0.device)
+        counts = np.zeros(n, np.int64)
+        _prepare_frames(x.reshape(b, t, n).contiguous().numpy(), net.input_bits > 0, max_payload(net), h.numpy(), counts)
+        return h, torch.from_numpy(counts).double()
+    raw = x.is_floating_point() and x.dtype != dtype
+    given = x
+    if raw:  # counted and rounded on the values given, as the int64 reference (a float64 value float32 cannot hold)
+        nonzero = x != 0
+        given = x.round().clamp(0, max_payload(net)) if net.input_bits else nonzero.to(dtype)
     if p0.in_hwc:
         c, hh, ww = x.shape[2:]
         h = bufs.get("input", (t, b, hh, ww, c), dtype, p0.device)
-        h.copy_(x.permute(1, 0, 3, 4, 2))
+        h.copy_(given.permute(1, 0, 3, 4, 2))
     else:
         h = bufs.get("input", (t, b, *x.shape[2:]), dtype, p0.device)
-        h.copy_(x.transpose(0, 1))
+        h.copy_(given.transpose(0, 1))
     h = h.view(t, b, n)
+    if raw:
+        return h, _count(nonzero.transpose(0, 1).reshape(t, b, n).to(dtype))  # (C, H, W) order, as x
     if net.input_bits == 0:
         events = _count(h.ne_(0))
     else:  # events are counted on the values given, as the Lava engine's caller counts them
