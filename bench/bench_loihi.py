@@ -12,7 +12,7 @@
    every step is equal; then where the fast engine's time goes (torch's profiler, one thread,
    the ops that take most of it, with their shapes), and per layer of the compiled event-driven
    run (input density, event-driven and dense time, which the cost model picks); then the same
-   samples thinned to ``--thin`` input density (1 %: what finer time bins give) through Lava
+   samples thinned to ``--thin`` input density (0.4 %: what finer time bins give) through Lava
    and both paths, equality and speed. Lava's time is its run only (building and compiling the processes is
    printed apart); the fast engine's is a whole ``run_fast`` call after one warm-up call, the
    median of ``--repeats`` calls (a call on 20 samples takes milliseconds, so one call alone is
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="fast engine: chunks at once (default: torch's threads)")
     ap.add_argument("--repeats", type=int, default=5, help="fast engine: timed calls (the median is reported)")
     ap.add_argument("--device", default="cpu", help="fast engine: cpu or cuda")
-    ap.add_argument("--thin", type=float, default=0.01, help="input density of the sparse-input check")
+    ap.add_argument("--thin", type=float, default=0.004, help="input density of the sparse-input check")
     ap.add_argument("--events", default="auto", choices=["auto", "always", "never", "kernel"],
                     help="fast engine: event-driven accumulation (same results)")
     args = ap.parse_args()

@@ -53,12 +53,13 @@ recorded trains' copies the rest. What was tried, and kept where it pays:
   (int32, exact: the synaptic sum is proven below 2**17), writing the counts, the recorded trains
   and the 0/1 frames the torch paths take on from. ``KERNEL_EVENTS = True`` runs every layer so
   (spikes passed on as event lists), for tests and measurements. The choice is per call, a cost
-  model on the first chunk's event count (``KERNEL_EVENT_COST``, measured: an added value costs
-  17-23 multiply-adds of the dense product), so events pay below about 4 % input density on the
-  first layer and 1 % on the hidden ones (whose convolutions run 2x faster a multiply-add). On the
-  benchmark's input (5.7 %) the dense convolution is the cheaper (first layer, 20 samples, thread
-  CPU time: 3.8-5.3 ms of events against 2.1-2.6 ms + a 0.4 ms torch scan), so "auto" runs the
-  torch paths; at 1 % the events take 1.8 ms against 2.1 ms + the scan;
+  model on the first chunk's event count (``KERNEL_EVENT_COST``: the accumulation alone costs 17-23
+  multiply-adds of the dense product an added value, the whole compiled layer with its neuron update
+  and the frames it hands on breaks even near 1 % input density end to end); the hidden layers stay
+  on the torch paths (their convolutions run 2x faster a multiply-add, and torch's vectorised scan
+  beats the compiled neuron update). On the benchmark's input (5.7 %) the dense convolution is the
+  cheaper (first layer, 20 samples, thread CPU time: 3.6-5.3 ms of events against 2.0-2.6 ms + a
+  0.4 ms torch scan; whole run 0.75-0.81x), so "auto" runs the torch paths there;
 - event-driven accumulation in torch (``events="always"``; ``index_add_`` of weights, a dense
   layer's weight rows, a convolution's channel vectors): an indexed add costs 50-100 multiply-adds
   of oneDNN or MKL, so it pays below about 1-2 % (``EVENT_COST``), chosen per chunk;
@@ -838,13 +839,16 @@ def _kernel_layer(q: QuantLayer) -> _KernelLayer:
 # at the hidden layers' densities their convolutions and scans are the cheaper), True all of them,
 # False none (the torch paths throughout); for measurements and tests, results are the same
 KERNEL_EVENTS: bool | None = None
-# The compiled run's choice per layer and chunk: an added weight value of the event-driven kernel
-# costs about KERNEL_EVENT_COST multiply-adds of the layer's dense product. Measured in thread CPU
-# time (the machine is shared), one thread, AVX-512, on the benchmark's network: 0.75 ns an added
-# value on the graded 2-channel first layer against 0.032 ns a multiply-add of its oneDNN
-# convolution (23x), 0.24 ns against 0.0145 ns on the second (17x). So events pay below about 4 %
-# input density on the first layer (the benchmark's N-MNIST frames have 5.7 %) and 1 % on the second.
-KERNEL_EVENT_COST = 20.0
+# Whether to compile the first layer: an added weight value of the event-driven kernel costs
+# KERNEL_EVENT_COST multiply-adds of the layer's dense product (and the values an event adds, summed
+# over a frame's inputs, are that product's multiply-adds: so the break-even density is 1 / cost).
+# Measured in thread CPU time (the machine is shared), one thread, AVX-512, on the benchmark's
+# network: the accumulation alone costs 0.75 ns an added value on the graded 2-channel first layer
+# against 0.032 ns a multiply-add of its oneDNN convolution (23x; 0.24 against 0.0145 ns, 17x, on the
+# second); with the compiled neuron update (about 1 ns a neuron, its spike loop does not vectorise,
+# against 0.3 ns for torch's scan) and the frames it writes for the torch paths, the whole run breaks
+# even near 1 % input density: 0.99-1.04x (best of 15) at 1 %, 0.75-0.81x at the benchmark's 5.7 %.
+KERNEL_EVENT_COST = 100.0
 
 
 def _events_pay(p: _Plan, n_events: int, frames: int) -> bool:
