@@ -337,7 +337,24 @@ def test_compiled_kernel_on_a_grouped_strided_conv_and_its_refusals():
         run_fast(cuba, spikes_in(2, 4, (20,), 0.3, seed=1), events="kernel")
 
 
-def test_cuda_without_a_gpu_is_refused_clearly():
+def test_cuda_runs_exact_algorithms_and_without_a_gpu_is_refused_clearly():
+    """On CUDA the engine forces what keeps its float sums exact (no TF32 in products or cuDNN,
+    deterministic cuDNN, no autotuning) and puts the flags back; without a GPU, one clear error."""
+    b = torch.backends
+    before = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = True, True, True
+    try:
+        with fe._exact_cuda(torch.device("cuda")):
+            assert not b.cuda.matmul.allow_tf32 and not b.cudnn.allow_tf32
+            assert b.cudnn.deterministic and not b.cudnn.benchmark
+        assert b.cuda.matmul.allow_tf32 and b.cudnn.allow_tf32 and b.cudnn.benchmark
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = before
+    plans = fe._plan(quantize(walk_(conv_graph(1.0), DT)), 3, "auto")
+    assert fe._kernel_applies(plans) == fe.KERNELS
+    for p in plans:  # the compiled kernels are CPU code: on CUDA the torch paths run
+        p.device = torch.device("cuda")
+    assert not fe._kernel_applies(plans)
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     net = quantize(walk_(conv_graph(1.0), DT))
