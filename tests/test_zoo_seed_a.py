@@ -334,7 +334,12 @@ def test_audio_hgrn_steps_are_window_counts_through_an_embedding():
     assert vis.head.windows == {"visual": 1} and len(vis.head.embed) == 0
     # joint: one window and embedding per modality in front of the one shared trunk
     joint = build_seed_a({**_spec("joint", "visual"), "num_classes": 10})
-    assert joint.head.windows == {"visual": 1, "audio": 4} and list(joint.head.embed) == ["audio"]
+    assert joint.head.windows == {"visual": 1, "audio": 4} and list(joint.head.embed) == ["visual", "audio"]
+    xv = _input("visual", batch=2)
+    with torch.no_grad():
+        bb = joint.backbone(xv, modality="visual")
+        want = joint.head.hgrn(joint.head.embed["visual"](bb.features.transpose(0, 1))).mean(1)
+        torch.testing.assert_close(joint(xv).features, want)
 
 
 def test_specs_stored_before_the_window_keys_build_what_they_trained():
