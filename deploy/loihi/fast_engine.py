@@ -865,7 +865,8 @@ def _kernel_applies(plans: list[_Plan]) -> bool:
     delays whose synaptic sums are proven below 2**17 (no wrap, no clamp: ``_event_layer``), on the CPU."""
     return KERNELS and all(
         p.device.type == "cpu" and p.mode in ("if", "lif") and p.fuse_bias and not p.in_hwc and not p.out_hwc
-        and p.q.rec_weight is None and p.events is not None and (p.q.bias is None or int(np.abs(p.q.bias).max(initial=0)) < NO_WRAP)
+        and p.q.rec_weight is None and p.events is not None
+        and (p.q.bias is None or int(np.abs(p.q.bias).max(initial=0)) < NO_WRAP)
         for p in plans)
 
 
@@ -895,7 +896,8 @@ def _prepare_input(plans: list[_Plan], net: QuantNet, x: torch.Tensor, bufs: _Bu
         # one compiled pass instead of a transposing copy, a comparison, a count, a rounding and a clamp
         h = bufs.get("input", (t, b, n), dtype, p0.device)
         counts = np.zeros(n, np.int64)
-        _prepare_frames(x.reshape(b, t, n).contiguous().numpy(), net.input_bits > 0, max_payload(net), h.numpy(), counts)
+        _prepare_frames(x.reshape(b, t, n).contiguous().numpy(), net.input_bits > 0, max_payload(net), h.numpy(),
+                        counts)
         return h, torch.from_numpy(counts).double()
     raw = x.is_floating_point() and x.dtype != dtype
     given = x
@@ -985,7 +987,8 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
     dev = _device(device)
     n, t = inputs.shape[:2]
     if tuple(inputs.shape[2:]) != tuple(net.input_shape):
-        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: expected [N, T, {', '.join(map(str, net.input_shape))}]")
+        want = ", ".join(map(str, net.input_shape))
+        raise ValueError(f"inputs of shape {tuple(inputs.shape)}: expected [N, T, {want}]")
     plans = _cached_plan(net, t, arithmetic, dev)
     kernel = events in ("auto", "kernel") and all(p.kernel is not None for p in plans)
     if kernel and events == "auto":
@@ -1052,8 +1055,8 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
                 kl = p.kernel
                 m = _event_layer(ev[k % 2][:m], val if k == 0 else _NO_VALUES, offs[k % 2], b, graded and k == 0,
                                  kl.weights, kl.bias, kl.count, kl.pos, kl.row, kl.cout, kl.vth, kl.keep, train.numpy(),
-                                 keep, c, ev[(k + 1) % 2], offs[(k + 1) % 2], h.view(h.shape[0] * h.shape[1], -1).numpy(),
-                                 dense)
+                                 keep, c, ev[(k + 1) % 2], offs[(k + 1) % 2],
+                                 h.view(h.shape[0] * h.shape[1], -1).numpy(), dense)
                 counts.append(torch.from_numpy(c).double())
             n_events = m
             for p in plans[compiled:]:  # as ``work``

@@ -35,21 +35,21 @@ The float chip form (``quant=None``, the accuracy of the form before quantisatio
 floating-point operations as sinabs in float32; its convolutions may add in another order, so it is
 equal to sinabs up to float rounding, not proven bit for bit.
 
-Where the time goes (the demo's visual net, N-MNIST-like input at 6 % density): the convolutions,
-the same float32 oneDNN ones sinabs runs, take 60-70 % of this engine's time (the 2-channel first
-one about half) and the step-by-step neuron update about 25 %. The gain over sinabs is sinabs'
-per-step overhead (an autograd function, a state clone and a dozen allocating operations a layer
-and step), which costs many times its convolutions on a busy machine and about twice them on an
-idle one; so the ratio depends on the load and the threads (``bench/bench_speck.py`` measures one
-thread and the default threads in one run: 2.5x and 7.6x at load average 12 on 2 cores, where
-sinabs with 2 threads runs slower than with one). Since both run the same convolutions, the
-ratio with one thread is bounded by sinabs' time over this engine's convolution time, whatever
-the rest costs (with the convolutions at 65 % of this engine's time, about 3.8x in that run). Tried and left out: scatter-based event accumulation in
-torch (10x slower than the dense convolution at this density), a compiled (numba) event-driven
-first layer as in the Loihi twin (the same 2 -> 8, 5 x 5, stride-2 shape there: 3.5-3.8 ms against
-1.9-2.1 ms for the dense convolution on 20 samples at 6.5 % input density, thread CPU time; it pays
-below about 4 %), and oneDNN's int8 convolution (exact for uint8 inputs, twice as fast from the
-second layer on, no faster on the 2-channel first layer that dominates).
+Where the time goes (the demo's visual net, N-MNIST-like input at 5.7 % density, one thread, thread
+CPU time on 64 samples): the convolutions and products, the same float32 oneDNN ones sinabs runs,
+take 56 % of this engine's time (the 2-channel first convolution about half of all) and the
+step-by-step neuron update about 28 %. The gain over sinabs is sinabs' per-step overhead (an
+autograd function, a state clone and a dozen allocating operations a layer and step): 2.2x by CPU
+time with one thread; since both run the same convolutions, the ratio with one thread cannot exceed
+sinabs' time over this engine's convolution time (3.9x there), whatever the rest costs. Wall-clock
+ratios depend on the load and the threads (``bench/bench_speck.py`` measures one thread and the
+default threads in one run: 2.5-2.6x and 7.6-22x at load average 9-12 on 2 cores, where sinabs'
+threads suffer the load most). Tried and left out: scatter-based event accumulation in torch (10x
+slower than the dense convolution at this density), a compiled (numba) event-driven first layer as
+in the Loihi twin (the same 2 -> 8, 5 x 5, stride-2 shape there: 3.6-5.3 ms against 2.0-2.6 ms for
+the dense convolution on 20 samples at 6.5 % input density; it pays below about 1 %), and oneDNN's
+int8 convolution (exact for uint8 inputs, twice as fast from the second layer on, no faster on the
+2-channel first layer that dominates).
 
 Event-driven semantics (``semantics="event"``): Speck has no time steps. Every event reaching a
 core adds its kernel weight to each neuron it reaches; the neuron then compares with threshold_high
