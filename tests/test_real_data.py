@@ -173,26 +173,34 @@ def test_train_help_lists_models_datasets_and_presets():
     assert "see `spikeport train --help`" not in out
 
 
-def test_default_real_nmnist_run_trains_on_train_and_val_with_the_regularisers(train_only_root, tmp_path):
-    from spikeport.train.config import DEFAULT_REGULARISERS
+def test_train_on_val_and_the_regularisers_from_a_config_file(train_only_root, tmp_path):
     from spikeport.train.run import train_run
 
-    run = tmp_path / "runs" / "defaults"
+    recipe = {"shift_px": 3, "drop_p": 0.1, "label_smoothing": 0.1, "ema": 0.995, "spike_dropout": 0.05}
+    cfg_file = tmp_path / "recipe.yaml"
+    cfg_file.write_text(yaml.safe_dump({**recipe, "augment": 0, "train_on_val": True}))
+    run = tmp_path / "runs" / "all"
     metrics = train_run(model="baseline", dataset="nmnist", out=run, chip_native=True,
-                        root=train_only_root, epochs=1, progress=False)
+                        root=train_only_root, epochs=1, progress=False, config=cfg_file)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    for key, value in DEFAULT_REGULARISERS["nmnist"].items():
-        assert config[key] == value, key
-    assert config["augment"] == 0 and config["train_on_val"] is True
+    for key, value in recipe.items():
+        assert config[key] == value and metrics.config[key] == value, key
     # 40 recordings: 8 held out, the 29 + 3 others all train; nothing is left to validate on
+    assert config["train_on_val"] is True
     assert metrics.train_samples == 32 and metrics.test_samples == 8
     assert metrics.best_val_accuracy is None
     # a fine-tuning run keeps the val split to pick its epoch
     ft = tmp_path / "runs" / "ft"
     fm = train_run(model="baseline", dataset="nmnist", out=ft, chip_native=True, root=train_only_root,
-                   progress=False, finetune_for="speck", init_from=str(run), finetune_epochs=1, augment=0)
+                   progress=False, finetune_for="speck", init_from=str(run), finetune_epochs=1, augment=0,
+                   train_on_val=True)
     assert fm.train_samples == 29 and yaml.safe_load((ft / "config.yaml").read_text())["train_on_val"] is False
-    # asked for explicitly off: the 29 train, 3 validate
+    # the defaults of real N-MNIST: those regularisers, no fixed copies, val joins training;
+    # train_on_val false keeps 29 training and 3 validating
+    from spikeport.train.config import DEFAULT_REGULARISERS
     off = train_run(model="baseline", dataset="nmnist", out=tmp_path / "runs" / "off", chip_native=True,
                     root=train_only_root, epochs=1, progress=False, train_on_val=False)
+    config = yaml.safe_load((tmp_path / "runs" / "off" / "config.yaml").read_text())
+    assert config["augment"] == 0 and config["train_on_val"] is False
+    assert all(config[k] == v for k, v in DEFAULT_REGULARISERS["nmnist"].items())
     assert off.train_samples == 29 and off.best_val_accuracy is not None
