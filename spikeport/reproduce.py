@@ -85,6 +85,7 @@ class RunRow:
     error: str | None = None
     wall_s: float = 0.0
     cpu_s: float = 0.0
+    date: str | None = None         # day of the reproduce run that produced the row
 
 
 def _datasets(root: Path | None, real: bool) -> dict[str, str]:
@@ -433,6 +434,8 @@ def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedul
     planned = {(m, mod) for m, mods, _ in todo for mod in (("visual", "audio") if mods == "joint" else (mods,))}
     rows = [RunRow(**{k: v for k, v in r.items() if k in known}) for r in record.get("rows", [])
             if (r.get("model"), r.get("modality")) not in planned]
+    for r in rows:  # rows written before rows carried their day: the file's
+        r.date = r.date or str(record.get("date", "?"))[:10]
     return rows, str(record.get("date", "?"))[:10]
 
 
@@ -467,6 +470,8 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                 run_schedule = SCMRL_QUICK
             rows += _run_one(model, modality, dataset, run, run_schedule, root, s, chip_native)
     total_s = time.perf_counter() - t0
+    for r in rows:
+        r.date = f"{started:%Y-%m-%d}"
     ran = rows
     out = Path(out)
     command = ' '.join(['spikeport', *sys.argv[1:]]) if sys.argv[0].endswith('spikeport') else 'spikeport reproduce'
@@ -478,10 +483,15 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                   "standard deviation over the seeds.")
     if kept:
         rerun = {m for m, _, _ in todo}
-        kept_names = list(dict.fromkeys(f"{r.model} {r.modality}" if r.model in rerun else r.model for r in kept))
-        provenance += (f" That run trained {', '.join(models)}; the other rows (of "
-                       f"{', '.join(kept_names)}) are kept from the run of {kept_date} (same variant, schedule "
-                       "and data).")
+        by_date: dict[str, list[str]] = {}
+        for r in kept:
+            name = f"{r.model} {r.modality}" if r.model in rerun or r.model in {k.model for k in rows} else r.model
+            names = by_date.setdefault(r.date or "?", [])
+            if name not in names:
+                names.append(name)
+        parts = [f"{', '.join(names)} from the run of {day}" for day, names in sorted(by_date.items())]
+        provenance += (f" That run trained {', '.join(models)}; the other rows are kept from earlier runs with the "
+                       f"same variant, schedule and data: {'; '.join(parts)}.")
         order = {m: i for i, m in enumerate(all_models)}
         mods = {"visual": 0, "audio": 1}
         rows = sorted(kept + rows, key=lambda r: (r.seed, order.get(r.model, len(order)), mods.get(r.modality, 2)))
@@ -510,7 +520,7 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                                                list(range(seed, seed + n_seeds)), "variant": variant,
                                                "schedule": asdict(schedule), "real": real, "total_s": total_s,
                                                "models_run": list(models),
-                                               "kept_from": kept_date if kept else None,
+                                               "kept_from": sorted({r.date for r in kept}) if kept else None,
                                                "aggregate": agg, "rows": [asdict(r) for r in rows]})
     console.print(f"tables in {out}/accuracy.md and {out}/deployment.md")
     return ran

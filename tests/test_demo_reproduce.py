@@ -62,10 +62,11 @@ def test_reproduce_tiny_writes_every_table_and_figure(tmp_path: Path, cache: Pat
     merged = json.loads((tmp_path / "results" / "reproduce.json").read_text())
     assert [(r["model"], r["modality"]) for r in merged["rows"]] == \
         [("baseline", "visual"), ("baseline", "audio"), ("hopfield", "audio")]
-    assert merged["kept_from"] == "2026-01-02" and merged["models_run"] == ["baseline"]
+    assert merged["kept_from"] == ["2026-01-02"] and merged["models_run"] == ["baseline"]
     text = (tmp_path / "results" / "accuracy.md").read_text()
     assert "| hopfield |  |  |  | 50.00 |" in text and "12.35" not in text
-    assert "the other rows (of hopfield) are kept from the run of 2026-01-02" in text
+    assert "the other rows are kept from earlier runs with the same variant, schedule and data: hopfield " \
+        "from the run of 2026-01-02." in text
     assert kept_rows(tmp_path / "results", ["baseline"], "chip-native", QUICK, False) == ([], None)
     for name in ("accuracy.md", "deployment.md", "accuracy.png", "reproduce.json", "summary.md"):
         assert (tmp_path / "results" / name).stat().st_size > 0, name
@@ -100,5 +101,6 @@ def test_reproduce_subset_plans_one_modality_and_keeps_the_rest(tmp_path: Path) 
          "rows": [asdict(r) for r in earlier]}))
     kept, date = kept_rows(tmp_path, todo, "chip-native", QUICK, False)
     assert [(r.model, r.modality) for r in kept] == [("hgrn", "visual"), ("baseline", "audio")] and date == "2026-01-02"
+    assert {r.date for r in kept} == {"2026-01-02"}  # rows without their day get the file's
     assert kept_rows(tmp_path, todo, "chip-native", TINY, False) == ([], None)
     assert kept_rows(tmp_path, todo, "paper", QUICK, False) == ([], None)
