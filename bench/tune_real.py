@@ -31,6 +31,8 @@ def main() -> int:
     ap.add_argument("--timesteps", type=int, default=15)
     ap.add_argument("--bin-s", type=float, default=0.02)
     ap.add_argument("--cfg", default="{}", help="TrainConfig keys as JSON (epochs, lr, shift_px, ema, ...)")
+    ap.add_argument("--channels", default=None,
+                    help="conv channels of the chip-native stack, e.g. 32,64,32 (default: --width's)")
     ap.add_argument("--log", type=Path, default=None)
     a = ap.parse_args()
     root = dataset_root(a.root)
@@ -50,12 +52,20 @@ def main() -> int:
                             progress=False) for s in ("train", "val")}
     spec = default_spec("baseline", "nmnist", True, False, seed=a.seed, timesteps=a.timesteps, width=a.width)
     spec["dt"] = a.bin_s
+    if a.channels:
+        convs = [layer for layer in spec["layers"] if layer["type"] == "conv"]
+        chans = [int(c) for c in a.channels.split(",")]
+        if len(chans) != len(convs):
+            raise SystemExit(f"--channels: {len(convs)} convolutions, {len(chans)} channel counts given")
+        for layer, c in zip(convs, chans):
+            layer["out_channels"] = c
     seed_everything(a.seed)   # as spikeport train does: the initial weights depend on the seed only
     model = build_model(spec)
     t0 = time.perf_counter()
     res = fit(model, spec, [data["train"]], [data["val"]], cfg)
     accs = [r["val_accuracy"] for r in res.history]
-    line = dict(name=a.name, seed=a.seed, cfg=values, width=a.width, timesteps=a.timesteps, bin_s=a.bin_s,
+    line = dict(name=a.name, seed=a.seed, cfg=values, width=a.width, channels=a.channels,
+                timesteps=a.timesteps, bin_s=a.bin_s,
                 best_val=res.best_val_accuracy, best_epoch=res.best_epoch, last_val=accs[-1],
                 mean_last5=sum(accs[-5:]) / len(accs[-5:]), last_train=res.history[-1]["train_accuracy"],
                 wall_s=time.perf_counter() - t0)
