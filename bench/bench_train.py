@@ -29,18 +29,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spikeport.train.config import TrainConfig
 from spikeport.train.loop import fit
-from spikeport.train.models import build_model, default_spec
+from spikeport.train.models import ModelSpec, build_model, default_spec
 
 # Input spike densities of the embedded data (fraction of nonzero bins): N-MNIST-like ~6%,
 # SHD-like ~1%.
 DENSITY = {"nmnist-embedded": 0.06, "shd-embedded": 0.01}
 
 
-def toy_data(spec: dict, n: int, density: float) -> tuple[torch.Tensor, torch.Tensor]:
+def toy_data(spec: ModelSpec, n: int, density: float) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    y = torch.arange(n) % spec["num_classes"]
-    protos = torch.rand(spec["num_classes"], *spec["input_shape"], generator=g) * 2 * density
-    x = (torch.rand(n, spec["timesteps"], *spec["input_shape"], generator=g) < protos[y].unsqueeze(1)).float()
+    y = torch.arange(n) % spec.num_classes
+    protos = torch.rand(spec.num_classes, *spec.input_shape, generator=g) * 2 * density
+    x = (torch.rand(n, spec.timesteps, *spec.input_shape, generator=g) < protos[y].unsqueeze(1)).float()
     return x, y
 
 
@@ -82,7 +82,7 @@ def plain_epoch(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, batch: int
     return time.perf_counter() - t0
 
 
-def spikeport_epoch(model: nn.Module, spec: dict, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+def spikeport_epoch(model: nn.Module, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
     cfg = TrainConfig(epochs=1, batch_size=batch, progress=False)
     t0 = time.perf_counter()
     fit(model, spec, [(x, y)], [], cfg)
@@ -153,7 +153,7 @@ def main() -> None:
         s_ours, s_plain = args.samples / min(ours), args.samples / min(plain)
         ratios.append(s_ours / s_plain)
         pair = sorted(p / o for o, p in zip(ours, plain))
-        print(f"{dataset:16s} T={spec['timesteps']:3d}  spikeport {s_ours:8.1f} samples/s   "
+        print(f"{dataset:16s} T={spec.timesteps:3d}  spikeport {s_ours:8.1f} samples/s   "
               f"plain snntorch {s_plain:8.1f} samples/s   ratio {s_ours / s_plain:.2f}x "
               f"(per pair {pair[0]:.2f}-{pair[-1]:.2f}x)")
     print(f"training step: {min(ratios):.2f}x vs snntorch (equal: {'yes' if all_equal else 'no'})")

@@ -51,14 +51,16 @@ def main() -> int:
     data = {s: load_tensors("nmnist", s, root=root, timesteps=a.timesteps, bin_s=a.bin_s, seed=a.seed,
                             progress=False) for s in ("train", "val")}
     spec = default_spec("baseline", "nmnist", True, False, seed=a.seed, timesteps=a.timesteps, width=a.width)
-    spec["dt"] = a.bin_s
+    spec = spec.replace(dt=a.bin_s)
     if a.channels:
-        convs = [layer for layer in spec["layers"] if layer["type"] == "conv"]
+        layers = [dict(layer) for layer in spec.layers]   # the spec is frozen: a new stack, then a new spec
+        convs = [layer for layer in layers if layer["type"] == "conv"]
         chans = [int(c) for c in a.channels.split(",")]
         if len(chans) != len(convs):
             raise SystemExit(f"--channels: {len(convs)} convolutions, {len(chans)} channel counts given")
         for layer, c in zip(convs, chans):
             layer["out_channels"] = c
+        spec = spec.replace(layers=layers)
     seed_everything(a.seed)   # as spikeport train does: the initial weights depend on the seed only
     model = build_model(spec)
     t0 = time.perf_counter()

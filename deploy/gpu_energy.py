@@ -94,7 +94,7 @@ def _runner(run_dir: Path, batch: int) -> tuple[Callable[[], None], str, int]:
 
     _, spec = load_run_model(run_dir)
     twin = build_ann_twin(spec).cuda().eval()
-    x = torch.rand([batch, *spec["input_shape"]], device="cuda")
+    x = torch.rand([batch, *spec.input_shape], device="cuda")
 
     def run_torch() -> None:
         with torch.inference_mode():

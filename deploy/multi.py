@@ -68,7 +68,7 @@ def deploy_joint(run_dir: str | Path, target: str, engine: str | None = None, sa
             continue
         _, spec = load_run_model(part)
         inp = build_deploy_input(part, target, engine, samples, root)
-        inp.labels = inp.labels % int(spec.get("label_mod", spec["num_classes"]))
+        inp.labels = inp.labels % int(spec.label_mod if spec.label_mod is not None else spec.num_classes)
         out[modality] = _run_target(inp, target)
     return out
 
@@ -134,10 +134,10 @@ def deploy_scmrl(run_dir: str | Path, target: str, engine: str | None = None, sa
         raise ArtifactError(f"{run_dir}: no chip parts (parts/<modality>/); export a chip-native S-CMRL run first")
     engine = resolve_engine(target, engine)
     model, spec = load_run_model(run_dir)
-    if spec.get("model") != "scmrl":
-        raise ConfigError(f"{run_dir}: model {spec.get('model')!r} is not scmrl")
-    x, y = load_tensors(spec["dataset"], "test", root=root or spec.get("root"), timesteps=int(spec["timesteps"]),
-                        max_samples=samples, seed=int(spec.get("seed", 0)))
+    if spec.model != "scmrl":
+        raise ConfigError(f"{run_dir}: model {spec.model!r} is not scmrl")
+    x, y = load_tensors(spec.dataset, "test", root=root or spec.root, timesteps=int(spec.timesteps),
+                        max_samples=samples, seed=int(spec.seed))
     float_preds = float_predictions(model, x)
     order = [m for m in ("audio", "visual") if m in parts]
     kept: dict[str, _Collector] = {}
@@ -151,7 +151,7 @@ def deploy_scmrl(run_dir: str | Path, target: str, engine: str | None = None, sa
         inp.inputs = part_model.chip_inputs(x)
         inp.labels, inp.float_predictions = y, float_preds
         if i < len(order) - 1:
-            kept[modality] = _Collector(node, shape, int(spec["num_classes"]))
+            kept[modality] = _Collector(node, shape, int(spec.num_classes))
             inp.host = kept[modality]
         else:
             head = CountingHost(_ScmrlHead(model, modality, node, shape, kept))
@@ -180,8 +180,8 @@ def deploy_multi(run_dir: str | Path, target: str, engine: str | None = None, sa
     """A two-modality run on one target: joint gives {visual, audio}, S-CMRL {audiovisual}."""
     from spikeport.train.checkpoint import load_run_model
     _, spec = load_run_model(Path(run_dir))
-    if spec.get("model") == "joint":
+    if spec.model == "joint":
         return deploy_joint(run_dir, target, engine, samples, root)
-    if spec.get("model") == "scmrl":
+    if spec.model == "scmrl":
         return {"audiovisual": deploy_scmrl(run_dir, target, engine, samples, root)}
-    raise ConfigError(f"{run_dir}: model {spec.get('model')!r} has one chip graph; use `spikeport deploy`")
+    raise ConfigError(f"{run_dir}: model {spec.model!r} has one chip graph; use `spikeport deploy`")

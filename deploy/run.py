@@ -95,9 +95,9 @@ def build_deploy_input(run_dir: Path, target: str, engine: str, samples: int | N
     if info.imported is not None:
         return _imported_input(run_dir, info, graph, target, engine, samples, root)
     model, spec = load_run_model(run_dir)
-    bin_s = spec.get("dt") if spec.get("modality") in ("visual", "audio") else None  # the run's own binning
-    x, y = load_tensors(spec["dataset"], "test", root=root or spec.get("root"), timesteps=info.timesteps,
-                        max_samples=samples, seed=spec.get("seed", 0), bin_s=bin_s)
+    bin_s = spec.dt if spec.modality in ("visual", "audio") else None  # the run's own binning
+    x, y = load_tensors(spec.dataset, "test", root=root or spec.root, timesteps=info.timesteps,
+                        max_samples=samples, seed=spec.seed, bin_s=bin_s)
     chip_inputs = x[0] if isinstance(x, tuple) else x  # audio-visual: chip part takes the first modality
     return DeployInput(graph=graph, dt=info.dt, timesteps=info.timesteps, inputs=chip_inputs, labels=y,
                        float_predictions=float_predictions(model, x),

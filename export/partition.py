@@ -26,6 +26,7 @@ from spikeport.errors import ArtifactError
 from spikeport.export.bn_fold import BATCHNORMS, fold_batchnorm
 from spikeport.export.to_nir import chip_native_layers
 from spikeport.io import atomic_path
+from spikeport.train.models.spec import ModelSpec, spec_from_dict
 
 HOST_FILE = "host.pt"
 HOST_FORMAT = "spikeport-host"
@@ -136,7 +137,7 @@ class WholeModelHost:
         return self.model(x).logits
 
 
-def _seed_plan(model: nn.Module, spec: dict[str, Any]) -> Plan:
+def _seed_plan(model: nn.Module, spec: ModelSpec) -> Plan:
     """SeedAModel (one modality): backbone prefix on chip, rest of the backbone + head on host."""
     from spikeport.train.models.backbones import SeedSNN
     backbone = model.backbone
@@ -168,7 +169,7 @@ def _seed_plan(model: nn.Module, spec: dict[str, Any]) -> Plan:
     return Plan(layers=chip_layers, input_shape=list(backbone.input_shape), output_layer=output,
                 chip_outputs=chip_outputs, reference_spikes=reference, chip_inputs=_first,
                 recurrent={k: v for k, v in recurrent.items() if k in dict(chip_layers)},
-                approximations=approximations, host=host, host_name=f"{spec['model']}-host",
+                approximations=approximations, host=host, host_name=f"{spec.model}-host",
                 host_state_prefixes=[f"backbone.{prefix}{n}." for n, _ in host_layers] + ["head."])
 
 
@@ -182,8 +183,9 @@ def _chip_part_plan(model: nn.Module) -> Plan:
                 reference_spikes=lambda inputs: _strip(model(inputs, record=True).spikes, ("blocks.",)))
 
 
-def plan_partition(model: nn.Module, spec: dict[str, Any]) -> Plan:
+def plan_partition(model: nn.Module, spec: ModelSpec | dict[str, Any]) -> Plan:
     """The chip/host plan of a zoo model (chip-native: all on chip, no host)."""
+    spec = spec_from_dict(spec)
     if getattr(model, "chip_part", False):
         return _chip_part_plan(model)
     if is_chip_native(model):
@@ -197,20 +199,20 @@ def plan_partition(model: nn.Module, spec: dict[str, Any]) -> Plan:
             and hasattr(backbone, "input_shape"):
         return _seed_plan(model, spec)
     # Several branches, attention inside, or no backbone at all: nothing is claimed for the chip.
-    return Plan(layers=[], input_shape=list(spec["input_shape"]), output_layer="input", chip_outputs=["input"],
+    return Plan(layers=[], input_shape=list(spec.input_shape), output_layer="input", chip_outputs=["input"],
                 reference_spikes=lambda inputs: {}, chip_inputs=_first, host=WholeModelHost(model),
                 host_takes_all_inputs=True,
-                host_state_prefixes=[""], host_name=f"{spec['model']}-host",
+                host_state_prefixes=[""], host_name=f"{spec.model}-host",
                 approximations=[f"{type(model).__name__}: no ordered spiking layer stack; the whole model "
                                 "runs on the host"])
 
 
-def save_host(plan: Plan, spec: dict[str, Any], path: str | Path) -> Path:
+def save_host(plan: Plan, spec: ModelSpec, path: str | Path) -> Path:
     """Write the host part (its weights + the spec that rebuilds its modules) atomically."""
     host = plan.host
     keep = {k: v.detach().cpu().clone() for k, v in host.model.state_dict().items()
             if any(k.startswith(p) for p in plan.host_state_prefixes)}
-    payload = {"format": HOST_FORMAT, "version": HOST_VERSION, "kind": host.kind, "spec": spec,
+    payload = {"format": HOST_FORMAT, "version": HOST_VERSION, "kind": host.kind, "spec": spec.to_dict(),
                "chip_outputs": list(plan.chip_outputs), "host_layers": [n for n, _ in host.host_layers],
                "feature_layer": host.feature_layer, "state_dict": keep}
     path = Path(path)

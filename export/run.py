@@ -23,6 +23,7 @@ from spikeport.export.to_nir import layers_to_nir
 from spikeport.export.verify import compare_spikes, run_nir
 from spikeport.io import write_json_atomic
 from spikeport.schemas import AnnExport, ExportInfo, Partition
+from spikeport.train.models.spec import ModelSpec, spec_from_dict
 
 NIR_FILE = "model.nir"
 ONNX_FILE = "ann.onnx"
@@ -45,12 +46,13 @@ def _swap_in(stage: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_model(model: nn.Module, spec: dict[str, Any], inputs: torch.Tensor | tuple, out_dir: str | Path,
-                 ann: tuple[nn.Module, bool] | None = None) -> ExportInfo:
-    """Export a built, trained ``model`` described by ``spec`` with test ``inputs`` [N, T, ...]
-    (a tuple for audio-visual models) into ``out_dir``; ``ann`` = (twin, trained) or None."""
+def export_model(model: nn.Module, spec: ModelSpec | dict[str, Any], inputs: torch.Tensor | tuple,
+                 out_dir: str | Path, ann: tuple[nn.Module, bool] | None = None) -> ExportInfo:
+    """Export a built, trained ``model`` described by ``spec`` (or its dict) with test ``inputs``
+    [N, T, ...] (a tuple for audio-visual models) into ``out_dir``; ``ann`` = (twin, trained) or None."""
     out_dir = Path(out_dir)
-    dt, timesteps = float(spec["dt"]), int(spec["timesteps"])
+    spec = spec_from_dict(spec)
+    dt, timesteps = float(spec.dt), int(spec.timesteps)
     model = model.eval()
     plan = plan_partition(model, spec)
     stage = _stage_dir(out_dir)
@@ -75,7 +77,7 @@ def export_model(model: nn.Module, spec: dict[str, Any], inputs: torch.Tensor | 
         logits = plan.host(chip_out) if plan.host is not None else chip_out[plan.output_layer].sum(0).flatten(1)
         verification = compare_spikes(reference, spikes, pred_model, logits.argmax(1))
         # A model whose chip part is empty (joint: one trunk fed by two encoders) has nothing to compare.
-        if spec.get("chip_native") and verification.layers and not verification.exact:
+        if spec.chip_native and verification.layers and not verification.exact:
             worst = min(verification.layers, key=lambda la: la.agreement, default=None)
             where = f"layer '{worst.name}' agrees on {worst.agreement:.6f} of its spikes" if worst else \
                 "no layer could be compared"
@@ -96,9 +98,9 @@ def export_model(model: nn.Module, spec: dict[str, Any], inputs: torch.Tensor | 
             frames = chip_inputs.sum(1)  # the twin's input: frames summed over T
             ann_info = AnnExport(**ann_summary(twin, stage / ONNX_FILE, frames), trained=trained)
 
-        info = ExportInfo(model=spec["model"], chip_native=bool(spec.get("chip_native")), nir_file=NIR_FILE,
+        info = ExportInfo(model=spec.model, chip_native=bool(spec.chip_native), nir_file=NIR_FILE,
                           dt=dt, timesteps=timesteps, verification=verification, ann=ann_info,
-                          seed=int(spec.get("seed", 0)), neuron_convention=NEURON_CONVENTION,
+                          seed=int(spec.seed), neuron_convention=NEURON_CONVENTION,
                           approximations=approximations)
         write_json_atomic(stage / "export.json", info)
         _swap_in(stage, out_dir)
@@ -108,7 +110,7 @@ def export_model(model: nn.Module, spec: dict[str, Any], inputs: torch.Tensor | 
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def load_ann_twin(run_dir: Path, spec: dict[str, Any]) -> tuple[nn.Module, bool] | None:
+def load_ann_twin(run_dir: Path, spec: ModelSpec) -> tuple[nn.Module, bool] | None:
     """The trained twin from the sibling run ``<run>_ann`` if there is one, else the twin
     architecture untrained (MACs only); None when the model has no twin (audio-visual)."""
     from spikeport.train.checkpoint import MODEL_FILE, load_run_model
@@ -116,7 +118,7 @@ def load_ann_twin(run_dir: Path, spec: dict[str, Any]) -> tuple[nn.Module, bool]
     sibling = run_dir.with_name(f"{run_dir.name}_ann")
     if (sibling / MODEL_FILE).is_file():
         twin, twin_spec = load_run_model(sibling)
-        if not twin_spec.get("ann"):
+        if not twin_spec.ann:
             raise ConfigError(f"{sibling}: is not an ANN twin run (its spec has ann: false)")
         return twin, True
     try:
@@ -125,7 +127,7 @@ def load_ann_twin(run_dir: Path, spec: dict[str, Any]) -> tuple[nn.Module, bool]
         return None
 
 
-def run_data(run_dir: Path, spec: dict[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+def run_data(run_dir: Path, spec: ModelSpec, root: str | Path | None = None) -> dict[str, Any]:
     """Where and how a run's data are read: ``root`` (given, else the run's config.yaml, else the
     spec's, else None = the cache), bin width and time steps (the spec's, i.e. the run's preset)."""
     import yaml
@@ -139,11 +141,11 @@ def run_data(run_dir: Path, spec: dict[str, Any], root: str | Path | None = None
         if not isinstance(recorded, dict):
             recorded = {}
     if root is None:
-        root = recorded.get("root") or spec.get("root")
-    single = spec.get("modality") in ("visual", "audio")
+        root = recorded.get("root") or spec.root
+    single = spec.modality in ("visual", "audio")
     return {"root": Path(root).expanduser() if root is not None else None,
-            "timesteps": int(spec["timesteps"]),
-            "bin_s": float(spec["dt"]) if single else None}
+            "timesteps": int(spec.timesteps),
+            "bin_s": float(spec.dt) if single else None}
 
 
 PARTS_DIR = "parts"
@@ -155,7 +157,7 @@ def part_runs(run_dir: str | Path) -> dict[str, Path]:
     return {m: parts / m for m in ("visual", "audio") if (parts / m / "model.pt").is_file()}
 
 
-def export_parts(run_dir: Path, model: nn.Module, spec: dict[str, Any], samples: int = 8,
+def export_parts(run_dir: Path, model: nn.Module, spec: ModelSpec, samples: int = 8,
                  root: str | Path | None = None) -> dict[str, ExportInfo]:
     """A two-modality chip-native model as one chip part per modality.
 
@@ -167,20 +169,20 @@ def export_parts(run_dir: Path, model: nn.Module, spec: dict[str, Any], samples:
     import shutil
 
     from spikeport.train.checkpoint import MODEL_FILE, model_payload, save_checkpoint
-    if spec["model"] == "joint":
+    if spec.model == "joint":
         from spikeport.train.models.seed_a import joint_part as make_part
         modalities = ("visual", "audio")
-    elif spec["model"] == "scmrl":
+    elif spec.model == "scmrl":
         from spikeport.train.models.scmrl import chip_part as make_part
         modalities = tuple(model.backbone.used)
     else:
-        raise ConfigError(f"model {spec['model']!r} has no per-modality chip parts")
+        raise ConfigError(f"model {spec.model!r} has no per-modality chip parts")
     infos = {}
     for modality in modalities:
         part_spec, state = make_part(model, modality)
         part_dir = Path(run_dir) / PARTS_DIR / modality
         part_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(part_dir / MODEL_FILE, model_payload(part_spec, state, seed=int(spec.get("seed", 0)),
+        save_checkpoint(part_dir / MODEL_FILE, model_payload(part_spec, state, seed=int(spec.seed),
                                                              epoch=0, val_accuracy=None))
         if (Path(run_dir) / "config.yaml").is_file():  # the data's root and binning travel along
             shutil.copyfile(Path(run_dir) / "config.yaml", part_dir / "config.yaml")
@@ -197,14 +199,14 @@ def export_run(run_dir: str | Path, samples: int = 8, root: str | Path | None = 
     from spikeport.train.checkpoint import load_run_model
     run_dir = Path(run_dir)
     model, spec = load_run_model(run_dir)
-    dataset = spec["dataset"]
+    dataset = spec.dataset
     data = run_data(run_dir, spec, root)
     if is_pair(dataset):  # joint model on two datasets: its chip input is the visual one
-        dataset = spec["modalities"]["visual"]["dataset"]
+        dataset = spec.modalities["visual"].dataset
     x, _ = load_tensors(dataset, "test", root=data["root"], timesteps=data["timesteps"],
-                        max_samples=samples, seed=int(spec.get("seed", 0)), bin_s=data["bin_s"])
+                        max_samples=samples, seed=int(spec.seed), bin_s=data["bin_s"])
     info = export_model(model, spec, x, run_dir / "export", ann=load_ann_twin(run_dir, spec))
-    if spec.get("chip_native") and spec["model"] in ("joint", "scmrl") and spec.get("part") is None:
+    if spec.chip_native and spec.model in ("joint", "scmrl") and spec.part is None:
         export_parts(run_dir, model, spec, samples=samples, root=root)
     return info
 

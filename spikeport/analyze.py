@@ -39,6 +39,7 @@ from torch import nn
 
 from spikeport.errors import ArtifactError, ConfigError, DataError
 from spikeport.io import write_json_atomic
+from spikeport.train.models.spec import ModelSpec
 
 SPIKE_RATE = "spike-rate"
 CONTINUOUS = "continuous"
@@ -430,7 +431,7 @@ def _validated(result: dict[str, Any]) -> Any:
     return Analysis.model_validate(result)
 
 
-def load_run(run_dir: Path, root: str | Path | None = None) -> tuple[nn.Module, dict, Any, Any]:
+def load_run(run_dir: Path, root: str | Path | None = None) -> tuple[nn.Module, ModelSpec, Any, Any]:
     """A run's model, spec and test split (through the checkpoint and data registry contracts).
 
     For a joint run ``x`` and ``y`` are dicts ``{"visual": ..., "audio": ...}`` with the labels
@@ -444,25 +445,25 @@ def load_run(run_dir: Path, root: str | Path | None = None) -> tuple[nn.Module, 
     from spikeport.data.registry import is_pair, load_tensors
     from spikeport.train.checkpoint import load_run_model
     model, spec = load_run_model(run_dir)
-    if spec.get("model") != "joint":
-        x, y = load_tensors(spec["dataset"], "test", root=root, timesteps=spec.get("timesteps"))
+    if spec.model != "joint":
+        x, y = load_tensors(spec.dataset, "test", root=root, timesteps=spec.timesteps)
         return model, spec, (tuple(x) if isinstance(x, list) else x), y
-    mod = int(spec.get("label_mod", spec["num_classes"]))
-    modalities = spec["modalities"]
-    if is_pair(spec["dataset"]):
+    mod = int(spec.label_mod if spec.label_mod is not None else spec.num_classes)
+    modalities = spec.modalities
+    if is_pair(spec.dataset):
         xs, ys = {}, {}
         for m in ("visual", "audio"):
-            xs[m], y = load_tensors(modalities[m]["dataset"], "test", root=root,
-                                    timesteps=modalities[m]["timesteps"])
+            xs[m], y = load_tensors(modalities[m].dataset, "test", root=root,
+                                    timesteps=modalities[m].timesteps)
             ys[m] = y % mod
         return model, spec, xs, ys
-    (xv, xa), y = load_tensors(spec["dataset"], "test", root=root, timesteps=spec["timesteps"])
+    (xv, xa), y = load_tensors(spec.dataset, "test", root=root, timesteps=spec.timesteps)
     return model, spec, {"visual": xv, "audio": xa}, {"visual": y % mod, "audio": y % mod}
 
 
-def _info(run_dir: Path, spec: dict[str, Any], modality: str | None = None) -> dict[str, Any]:
-    return {"run": str(run_dir), "model": spec.get("model"), "dataset": spec.get("dataset"),
-            "modality": modality or spec.get("modality"), "chip_native": bool(spec.get("chip_native", False))}
+def _info(run_dir: Path, spec: ModelSpec, modality: str | None = None) -> dict[str, Any]:
+    return {"run": str(run_dir), "model": spec.model, "dataset": spec.dataset,
+            "modality": modality or spec.modality, "chip_native": bool(spec.chip_native)}
 
 
 def analyze_run(run_dir: str | Path, other: str | Path | None = None, samples_per_class: int = 100,

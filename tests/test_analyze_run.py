@@ -15,6 +15,7 @@ from spikeport.io import read_json_model
 from spikeport.schemas import Analysis
 from spikeport.train.models.base import ModelOutput
 from spikeport.train.models.chip_native import ChipNativeSNN
+from spikeport.train.models.spec import SeedASpec
 
 VISUAL = [{"type": "conv", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1},
           {"type": "flatten"},
@@ -136,8 +137,8 @@ def test_bad_run_dir_gives_one_clear_error(tmp_path):
 def test_cli_analyze_prints_summary_and_writes_output(tmp_path, monkeypatch):
     vm, vx, vy = _visual()
     am, ax, ay = _audio()
-    runs = {"v": (vm, {"model": "baseline", "dataset": "tiny-v", "modality": "visual"}, vx, vy),
-            "a": (am, {"model": "baseline", "dataset": "tiny-a", "modality": "audio"}, ax, ay)}
+    runs = {"v": (vm, SeedASpec(model="baseline", dataset="tiny-v", input_shape=list(vx.shape[2:]), num_classes=3), vx, vy),
+            "a": (am, SeedASpec(model="baseline", dataset="tiny-a", input_shape=list(ax.shape[2:]), num_classes=6), ax, ay)}
     monkeypatch.setattr(analyze, "load_run", lambda run_dir, root=None: runs[run_dir.name])
     res = CliRunner().invoke(app, ["analyze", str(tmp_path / "v"), "--other", str(tmp_path / "a"),
                                    "--samples-per-class", "4", "--out", str(tmp_path / "o")])
@@ -201,7 +202,7 @@ def test_joint_run_is_aligned_with_its_own_audio_side(tmp_path, monkeypatch):
     model = TinyJoint()
     _, vx, vy = _visual()
     _, ax, ay = _audio()
-    spec = {"model": "joint", "dataset": "v+a", "modality": "audiovisual"}
+    spec = SeedASpec(model="joint", dataset="v+a", modality="audiovisual")
     monkeypatch.setattr(analyze, "load_run", lambda run_dir, root=None:
                         (model, spec, {"visual": vx, "audio": ax}, {"visual": vy, "audio": ay % 3}))
     (tmp_path / "j").mkdir()

@@ -192,9 +192,9 @@ def test_every_stage_reports_a_bad_name_the_same_way(tmp_path):
 def test_joint_spec_from_a_pair_name():
     from spikeport.train.models import default_spec
     spec = default_spec("joint", "nmnist-embedded+shd-embedded", chip_native=True)
-    assert {k: v["dataset"] for k, v in spec["modalities"].items()} == {"visual": "nmnist-embedded",
-                                                                         "audio": "shd-embedded"}
-    assert spec["modalities"]["audio"]["input_shape"] == [700]
+    assert {k: v.dataset for k, v in spec.modalities.items()} == {"visual": "nmnist-embedded",
+                                                                   "audio": "shd-embedded"}
+    assert spec.modalities["audio"].input_shape == [700]
 
 
 # ------------------------------------------------------------------------------------------------

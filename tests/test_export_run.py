@@ -194,7 +194,7 @@ def test_every_zoo_model_exports_with_a_working_host_part(tmp_path, name, datase
     torch.manual_seed(0)
     spec = default_spec(name, dataset, timesteps=3)
     model = build_model(spec).eval()
-    shapes = list(spec["input_shapes"].values()) if name == "scmrl" else [spec["input_shape"]]
+    shapes = list(spec.input_shapes.values()) if name == "scmrl" else [spec.input_shape]
     xs = tuple(_x(s, n=2, steps=3) for s in shapes)
     x = xs if name == "scmrl" else xs[0]
     info = export_model(model, spec, x, tmp_path / "export", ann=None)

@@ -11,6 +11,7 @@ import torch
 
 from spikeport.train.config import TrainConfig
 from spikeport.train.models.chip_native import ChipNativeSNN
+from spikeport.train.models.spec import ChipNativeSpec
 from spikeport.train.qat import chip_grid, finetune
 
 DT = 1e-3
@@ -123,7 +124,9 @@ def test_finetune_raises_agreement(target, chip):
     assert before < 0.95, f"plain rounding should lose agreement in this case (got {before:.3f})"
 
     tuned = _clone(base)
-    spec = {"model": "baseline", "chip_native": True, "dt": DT}
+    spec = ChipNativeSpec(model="baseline", chip_native=True, dt=DT, input_shape=[32], num_classes=4,
+                          layers=[{"type": "dense", "out_features": 24}, {"type": "dense", "out_features": 4}],
+                          init_gain=3.0)
     res = finetune(tuned, spec, [_data(128, 3)], [_data(64, 4)], TrainConfig(batch_size=64, seed=0), target,
                    epochs=1, log=lambda m: None)
     after = float((chip(tuned, x_test) == _float_preds(tuned, x_test)).float().mean())

@@ -110,7 +110,7 @@ def test_run_on_a_root_elsewhere_exports_and_deploys(train_only_root, tmp_path, 
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert data["preset"] == "default" and data["split"]["holdout_seed"] == registry.HOLDOUT_SEED
     _, spec = load_run_model(run)
-    assert spec["root"] == str(train_only_root.resolve()) and spec["dt"] == 0.02
+    assert spec.root == str(train_only_root.resolve()) and spec.dt == 0.02
 
     # from another working directory, with an empty cache: the recorded root is what is read
     elsewhere = tmp_path / "cwd"

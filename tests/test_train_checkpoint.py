@@ -25,12 +25,13 @@ def run_dir(tmp_path):
 def test_round_trip_gives_the_same_model(run_dir):
     path, model, spec = run_dir
     loaded, loaded_spec = load_run_model(path)
-    assert loaded_spec == spec and loaded_spec["seed"] == 7
+    assert loaded_spec == spec and loaded_spec.seed == 7
     x = (torch.rand(2, 5, 700) < 0.2).float()
     assert torch.equal(loaded(x).logits, model(x).logits)
     # a plain torch.load with weights_only=True reads it too (the artifact contract)
     raw = torch.load(path / "model.pt", weights_only=True)
     assert set(raw) >= {"spec", "state_dict", "seed"}
+    assert raw["spec"] == spec.to_dict() and isinstance(raw["spec"], dict)
 
 
 def test_missing_checkpoint(tmp_path):

@@ -40,7 +40,7 @@ def test_train_writes_a_run_that_reloads(data_root, tmp_path):
     metrics = read_json_model(out / "metrics.json", Metrics)
     assert metrics.seed == 3 and len(metrics.epochs) == 1 and metrics.device.startswith("cpu")
     model, spec = load_run_model(out)
-    assert spec["chip_native"] and spec["dataset"] == "nmnist-embedded" and spec["seed"] == 3
+    assert spec.chip_native and spec.dataset == "nmnist-embedded" and spec.seed == 3
     # the recorded test accuracy is what the reloaded model scores on the test split
     x, y = load_tensors("nmnist-embedded", "test", root=data_root, progress=False)
     with torch.no_grad():
@@ -59,7 +59,7 @@ def test_ann_twin_run(data_root, tmp_path):
                 "--root", str(data_root), "--epochs", "1", "--out", str(out))
     assert res.exit_code == 0, res.output
     model, spec = load_run_model(out)
-    assert spec["ann"] and "fc1.weight" in {k.split("blocks.")[-1] for k in model.state_dict()}
+    assert spec.ann and "fc1.weight" in {k.split("blocks.")[-1] for k in model.state_dict()}
 
 
 def test_bad_input_is_one_clear_line(data_root, tmp_path):

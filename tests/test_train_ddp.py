@@ -18,10 +18,10 @@ SETUP = textwrap.dedent("""
     from spikeport.train.config import TrainConfig
     from spikeport.train.models import build_model, default_spec
     spec = default_spec("baseline", "shd-embedded", chip_native=True)
-    spec["timesteps"] = 5
+    spec = spec.replace(timesteps=5)
     g = torch.Generator().manual_seed(0)
-    protos = (torch.rand(spec["num_classes"], 700, generator=g) < 0.3).float()
-    y = torch.arange(32) % spec["num_classes"]
+    protos = (torch.rand(spec.num_classes, 700, generator=g) < 0.3).float()
+    y = torch.arange(32) % spec.num_classes
     x = (torch.rand(32, 5, 700, generator=g) < protos[y].unsqueeze(1)).float()
     cfg = TrainConfig(epochs=2, batch_size=8, lr=5e-3, seed=1, progress=False)
     torch.manual_seed(0)

@@ -14,23 +14,23 @@ from spikeport.train.checkpoint import MODEL_FILE, RESUME_FILE, RESUME_FORMAT, r
 from spikeport.train.config import TrainConfig, read_config_file
 from spikeport.train.loop import (StopFlag, TrainingDiverged, TrainingInterrupted, fit,
                                   sigint_checkpoint)
-from spikeport.train.models import MODEL_NAMES, build_model, default_spec
+from spikeport.train.models import MODEL_NAMES, ModelSpec, build_model, default_spec
 
 T = 4
 
 
-def toy_data(spec: dict, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def toy_data(spec: ModelSpec, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Spike trains whose per-neuron rate depends on the class: learnable in a few steps."""
     g = torch.Generator().manual_seed(seed)
-    protos = (torch.rand(spec["num_classes"], *spec["input_shape"], generator=g) < 0.3).float() * 0.9
-    y = torch.arange(n) % spec["num_classes"]
-    x = (torch.rand(n, T, *spec["input_shape"], generator=g) < protos[y].unsqueeze(1)).float()
+    protos = (torch.rand(spec.num_classes, *spec.input_shape, generator=g) < 0.3).float() * 0.9
+    y = torch.arange(n) % spec.num_classes
+    x = (torch.rand(n, T, *spec.input_shape, generator=g) < protos[y].unsqueeze(1)).float()
     return x, y
 
 
 def make(dataset: str, ann: bool = False, **kw) -> tuple[torch.nn.Module, dict]:
     spec = default_spec("baseline", dataset, chip_native=True, ann=ann, **kw)
-    spec["timesteps"] = T
+    spec = spec.replace(timesteps=T)
     torch.manual_seed(0)
     return build_model(spec), spec
 
@@ -146,7 +146,7 @@ def test_ann_twin_has_the_snn_weight_layer_names_and_sums_frames():
     ann, _ = make("nmnist-embedded", ann=True)
     weights = lambda m: [k for k in m.state_dict() if k.endswith("weight")]
     assert weights(ann) == weights(snn)
-    x = torch.rand(3, T, *spec["input_shape"])
+    x = torch.rand(3, T, *spec.input_shape)
     # summing the frames over T by hand gives the same logits
     assert torch.allclose(ann(x).logits, ann(x.sum(1)).logits)
 
@@ -175,6 +175,7 @@ def test_frame_shift_and_drop_match_a_hand_computation():
 def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
     from spikeport.train.losses import model_loss
     from spikeport.train.models.base import ModelOutput
+    from spikeport.train.models.spec import SeedASpec
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.5, 0.5, 2.0]])
     y = torch.tensor([0, 1])
     eps, c = 0.2, 3
@@ -182,9 +183,10 @@ def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
     target = torch.full((2, c), eps / c)
     target[torch.arange(2), y] += 1 - eps
     want = -(target * logp).sum(1).mean()
-    got = model_loss({"model": "baseline"}, ModelOutput(logits=logits), y, label_smoothing=eps)
+    spec = SeedASpec(model="baseline", input_shape=[3], num_classes=c)
+    got = model_loss(spec, ModelOutput(logits=logits), y, label_smoothing=eps)
     assert torch.allclose(got, want)
-    plain = model_loss({"model": "baseline"}, ModelOutput(logits=logits), y)
+    plain = model_loss(spec, ModelOutput(logits=logits), y)
     assert torch.allclose(plain, -logp[torch.arange(2), y].mean())
 
 

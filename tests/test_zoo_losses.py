@@ -10,6 +10,7 @@ import torch
 from spikeport.errors import ConfigError
 from spikeport.train.losses import model_loss, sao_loss, supcon_loss, target_labels
 from spikeport.train.models.base import ModelOutput
+from spikeport.train.models.spec import ChipNativeSpec, ScmrlSpec, SeedASpec, spec_from_dict
 
 
 def _supcon_by_hand(feats: np.ndarray, labels: list[int], t: float) -> float:
@@ -82,9 +83,14 @@ def test_model_loss_scl_is_ce_plus_weighted_supcon(batch):
     feats, _, labels = batch
     logits = np.random.default_rng(0).normal(size=(8, 4))
     out = ModelOutput(logits=torch.tensor(logits), features=torch.tensor(feats))
-    spec = {"model": "scl", "scl_weight": 0.1, "scl_temperature": 0.07}
+    spec = SeedASpec(model="scl", input_shape=[4], num_classes=4, scl_weight=0.1, scl_temperature=0.07)
     want = _ce_by_hand(logits, labels) + 0.1 * _supcon_by_hand(feats, labels, 0.07)
     assert model_loss(spec, out, torch.tensor(labels)).item() == pytest.approx(want, rel=1e-5)
+    # the chip-native scl records no contrastive keys and gets seed A's (0.1, 0.07)
+    chip = ChipNativeSpec(model="scl", chip_native=True, input_shape=[4], num_classes=4,
+                          layers=[{"type": "dense", "out_features": 4}])
+    assert "scl_weight" not in chip.to_dict()
+    assert model_loss(chip, out, torch.tensor(labels)).item() == pytest.approx(want, rel=1e-5)
 
 
 def test_model_loss_scmrl_is_smoothed_ce_plus_sao(batch):
@@ -92,7 +98,7 @@ def test_model_loss_scmrl_is_smoothed_ce_plus_sao(batch):
     logits = np.random.default_rng(1).normal(size=(8, 4))
     out = ModelOutput(logits=torch.tensor(logits), features=None,
                       extra={"f_a": torch.tensor(fa), "f_v": torch.tensor(fv)})
-    spec = {"model": "scmrl", "label_smoothing": 0.1, "sao_tau": 0.07, "sao_weight": 1.0}
+    spec = ScmrlSpec(model="scmrl", num_classes=4, label_smoothing=0.1, sao_tau=0.07, sao_weight=1.0)
     want = _ce_by_hand(logits, labels, 0.1) + _sao_by_hand(fa, fv, labels, 0.07)
     assert model_loss(spec, out, torch.tensor(labels)).item() == pytest.approx(want, rel=1e-5)
 
@@ -100,7 +106,7 @@ def test_model_loss_scmrl_is_smoothed_ce_plus_sao(batch):
 def test_joint_scores_labels_mod_ten():
     logits = np.random.default_rng(2).normal(size=(4, 10))
     y = [3, 13, 19, 0]  # SHD-style labels 10..19 are the German digits 0..9
-    spec = {"model": "joint", "num_classes": 10}
+    spec = SeedASpec(model="joint", num_classes=10)
     out = ModelOutput(logits=torch.tensor(logits))
     assert model_loss(spec, out, torch.tensor(y)).item() == pytest.approx(
         _ce_by_hand(logits, [v % 10 for v in y]), rel=1e-6)
@@ -109,4 +115,4 @@ def test_joint_scores_labels_mod_ten():
 
 def test_unknown_model_names_the_key():
     with pytest.raises(ConfigError, match="spec key model"):
-        model_loss({"model": "resnet"}, ModelOutput(logits=torch.zeros(1, 2)), torch.zeros(1, dtype=torch.long))
+        spec_from_dict({"model": "resnet"})

@@ -64,7 +64,7 @@ def test_scmrl_switches_switch():
     # SAO off: the loss is the smoothed cross-entropy alone, with it on it is larger
     out = full(x)
     ce = torch.nn.functional.cross_entropy(out.logits, y, label_smoothing=0.1)
-    no_sao = dict(full.spec, sao_weight=0.0)
+    no_sao = full.spec.replace(sao_weight=0.0)
     assert model_loss(no_sao, out, y).item() == pytest.approx(ce.item())
     assert model_loss(full.spec, out, y).item() > ce.item() + 1e-3
     # one modality alone: the other input does not reach the output

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -86,8 +87,8 @@ def test_training_steps_on_sparse_spikes_stay_finite():
 
 
 def _identity_branch(axis: str, heads: int = 2, dim: int = 4) -> SpikingCrossAttention:
-    spec = fill_defaults({**TINY, "embed_dim": 8, "num_heads": heads})
-    spec["embed_dim"] = dim
+    # a width the spec would refuse (not a multiple of 8), so the keys go in a plain namespace
+    spec = SimpleNamespace(**{**fill_defaults({**TINY, "embed_dim": 8, "num_heads": heads}).to_dict(), "embed_dim": dim})
     att = SpikingCrossAttention(spec, axis)
     att.q = att.k = att.v = nn.Identity()
     att.attn_lif = att.proj = nn.Identity()
@@ -165,7 +166,7 @@ def test_paper_dims_from_spec():
     net = build_scmrl(spec)
     widths = [st["conv"].out_channels for st in net.backbone.visual.stages]
     assert widths == [32, 64, 128, 256] and net.head.fc.in_features == 256
-    assert spec["audio_map"] == [28, 25] and json.loads(json.dumps(spec)) == spec
+    assert spec.audio_map == [28, 25] and json.loads(json.dumps(spec.to_dict())) == spec.to_dict()
 
 
 def test_loss_falls_on_a_fixed_batch(fit_losses):

@@ -156,15 +156,17 @@ def test_loss_falls_on_a_fixed_batch(model, modality, fit_losses):
     assert min(losses[-5:]) < losses[0] - 0.1, losses
     # and the split it trained on is now told apart well above chance (4 classes: 0.25)
     with torch.no_grad():
-        acc = float((net.eval()(x).logits.argmax(1) == y % net.spec["num_classes"]).float().mean())
+        acc = float((net.eval()(x).logits.argmax(1) == y % net.spec.num_classes).float().mean())
     assert acc >= 0.5, acc
 
 
 def test_spec_is_json_and_complete():
     spec = fill_defaults({"model": "hybrid", "input_shape": [700], "num_classes": 20})
-    assert json.loads(json.dumps(spec)) == spec
-    assert spec["modality"] == "audio" and spec["hopfield_patterns"] == 256 and spec["beta"] == 0.9
-    a, b = build_seed_a(spec), build_seed_a(json.loads(json.dumps(spec)))
+    record = spec.to_dict()
+    assert json.loads(json.dumps(record)) == record
+    assert spec.modality == "audio" and spec.hopfield_patterns == 256 and spec.beta == 0.9
+    assert record["hopfield_patterns"] == 256 and record["hgrn_dim"] is None
+    a, b = build_seed_a(spec), build_seed_a(json.loads(json.dumps(record)))
     assert a.state_dict().keys() == b.state_dict().keys()
 
 
@@ -317,8 +319,8 @@ def test_audio_hgrn_steps_are_window_counts_through_an_embedding():
     blocks' per-step RMSNorm sees dense vectors, not one-hot steps scaled up to sqrt(D)."""
     torch.manual_seed(0)
     net = build_seed_a(_spec("hgrn", "audio"))
-    assert net.spec["hgrn_window"] == {"visual": 1, "audio": 4}
-    assert net.spec["hgrn_embed"] == {"visual": False, "audio": True}
+    assert net.spec.hgrn_window == {"visual": 1, "audio": 4}
+    assert net.spec.hgrn_embed == {"visual": False, "audio": True}
     head = net.head
     trains = (torch.rand(T, 2, 24) < 0.2).float()
     seen = {}
@@ -345,11 +347,11 @@ def test_audio_hgrn_steps_are_window_counts_through_an_embedding():
 def test_specs_stored_before_the_window_keys_build_what_they_trained():
     """A spec filled before hgrn_window / hgrn_embed existed holds every other key: it gets the
     step-by-step, unembedded head it was trained with, and its stored weights load."""
-    old = fill_defaults(_spec("hybrid", "audio"))
+    old = fill_defaults(_spec("hybrid", "audio")).to_dict()
     for key in LEGACY_DEFAULTS:
         old.pop(key)
     refilled = fill_defaults(old)
-    assert {k: refilled[k] for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
+    assert {k: getattr(refilled, k) for k in LEGACY_DEFAULTS} == LEGACY_DEFAULTS
     net = build_seed_a(old)
     assert len(net.head.embed) == 0 and net.head.windows["audio"] == 1
     assert not any(k.startswith("head.embed") for k in net.state_dict())  # the keys of the old head

@@ -4,7 +4,7 @@ Both are plain dicts of tensors, numbers, strings and lists, written atomically 
 ``torch.load(weights_only=True)``: a file that holds anything else (pickled code) is refused
 by torch's restricted unpickler before a byte of it runs.
 
-``model.pt``: ``{"format": "spikeport-model", "version": 1, "spec": dict, "state_dict": ...,
+``model.pt``: ``{"format": "spikeport-model", "version": 1, "spec": dict (``ModelSpec.to_dict()``), "state_dict": ...,
 "seed": int, "epoch": int, "val_accuracy": float | None}``.
 ``checkpoint.pt``: ``{"format": "spikeport-checkpoint", "version": 1, "spec", "config", "model",
 "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "history", "best", ...}``.
@@ -22,6 +22,7 @@ from torch import nn
 
 from spikeport.errors import ArtifactError, ConfigError
 from spikeport.io import atomic_path
+from spikeport.train.models.spec import ModelSpec
 
 MODEL_FILE = "model.pt"
 RESUME_FILE = "checkpoint.pt"
@@ -38,12 +39,17 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def model_payload(spec: dict[str, Any], state_dict: dict[str, torch.Tensor], *, seed: int,
+def model_payload(spec: ModelSpec | dict[str, Any], state_dict: dict[str, torch.Tensor], *, seed: int,
                   epoch: int, val_accuracy: float | None) -> dict[str, Any]:
     # Tensors are cloned to CPU so a checkpoint written on a GPU loads anywhere.
-    return {"format": MODEL_FORMAT, "version": VERSION, "spec": spec,
+    return {"format": MODEL_FORMAT, "version": VERSION, "spec": spec_record(spec),
             "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
             "seed": int(seed), "epoch": int(epoch), "val_accuracy": val_accuracy}
+
+
+def spec_record(spec: ModelSpec | dict[str, Any]) -> dict[str, Any]:
+    """The plain dict a checkpoint stores for a spec (a dict is stored as it is)."""
+    return spec.to_dict() if isinstance(spec, ModelSpec) else spec
 
 
 def read_checkpoint(path: str | os.PathLike, expected_format: str = MODEL_FORMAT) -> dict[str, Any]:
@@ -80,9 +86,9 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str 
         raise ArtifactError(f"{path}: weights do not fit the model the spec describes: {detail[:400]}") from None
 
 
-def load_run_model(run_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def load_run_model(run_dir: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """The trained model of a run folder (or of a ``model.pt`` path) and its spec, in eval mode."""
-    from spikeport.train.models import build_model
+    from spikeport.train.models import build_model, spec_from_dict
     run_dir = Path(run_dir)
     path = run_dir if run_dir.suffix == ".pt" else run_dir / MODEL_FILE
     data = read_checkpoint(path, MODEL_FORMAT)
@@ -91,6 +97,7 @@ def load_run_model(run_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
         raise ArtifactError(f"{path}: checkpoint lacks 'spec' or 'state_dict'")
     try:
         model = build_model(spec)
+        spec = spec_from_dict(spec)
     except ConfigError as exc:
         raise ArtifactError(f"{path}: its spec does not describe a model of this version: {exc}") from None
     load_state(model, state, path)

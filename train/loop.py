@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from spikeport.errors import ConfigError, DataError, SpikeportError
 from spikeport.train.checkpoint import (MODEL_FILE, RESUME_FILE, RESUME_FORMAT, VERSION,
-                                        model_payload, save_checkpoint)
+                                        model_payload, save_checkpoint, spec_record)
 from spikeport.train.config import TrainConfig
 from spikeport.train.distributed import DistContext
+from spikeport.train.models.spec import ModelSpec
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 Stream = tuple[Inputs, torch.Tensor]
@@ -101,14 +102,14 @@ def epoch_schedule(streams: Sequence[Stream], epoch: int, cfg: TrainConfig,
 
 
 # --- losses ----------------------------------------------------------------------------------
-def loss_function(spec: dict[str, Any], label_smoothing: float | None = None
+def loss_function(spec: ModelSpec, label_smoothing: float | None = None
                   ) -> Callable[[Any, torch.Tensor], torch.Tensor]:
     """The model's training loss: cross-entropy on the logits (spike counts for an SNN) plus the
     model's own terms (SupCon for ``scl``, alignment for ``scmrl``), as
     ``spikeport.train.losses.model_loss(spec, output, y)`` defines them. The ANN twins train on
     cross-entropy alone. ``label_smoothing`` (None: the model's own) smooths the cross-entropy.
     """
-    if spec.get("ann"):
+    if spec.ann:
         ls = float(label_smoothing or 0.0)
         return lambda out, y: F.cross_entropy(out.logits.float(), y, label_smoothing=ls)
     losses = importlib.import_module("spikeport.train.losses")
@@ -238,7 +239,7 @@ def _autocast(device: torch.device, amp: bool):
 
 
 # --- the loop ---------------------------------------------------------------------------------
-def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Sequence[Stream],
+def fit(model: nn.Module, spec: ModelSpec, train: Sequence[Stream], val: Sequence[Stream],
         cfg: TrainConfig, *, ctx: DistContext | None = None, out_dir: Path | None = None,
         resume: dict[str, Any] | None = None, stop: StopFlag | None = None,
         stream_names: Sequence[str] = (), on_step: Callable[[int, int], None] | None = None) -> FitResult:
@@ -303,7 +304,7 @@ def fit(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Se
         if out_dir is None or not ctx.is_main:
             return
         save_checkpoint(Path(out_dir) / RESUME_FILE, {
-            "format": RESUME_FORMAT, "version": VERSION, "spec": spec, "config": cfg.to_dict(),
+            "format": RESUME_FORMAT, "version": VERSION, "spec": spec_record(spec), "config": cfg.to_dict(),
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if amp else None, "rng": rng_state(),

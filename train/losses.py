@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from spikeport.errors import ConfigError
 from spikeport.train.models.base import ModelOutput
+from spikeport.train.models.spec import ModelSpec
 
 CE_MODELS = ("baseline", "hopfield", "hgrn", "hybrid", "joint")
 
@@ -54,20 +55,20 @@ def sao_loss(f_a: torch.Tensor, f_v: torch.Tensor, labels: torch.Tensor, tau: fl
     return -log_p[same].mean()
 
 
-def target_labels(spec: dict[str, Any], y: torch.Tensor) -> torch.Tensor:
+def target_labels(spec: ModelSpec, y: torch.Tensor) -> torch.Tensor:
     """The labels a model is scored on: ``joint`` predicts labels mod num_classes (10)."""
-    if spec.get("model") == "joint":
-        return y % int(spec.get("num_classes", 10))
+    if spec.model == "joint":
+        return y % int(spec.num_classes)
     return y
 
 
-def model_loss(spec: dict[str, Any], output: ModelOutput, y: torch.Tensor,
+def model_loss(spec: ModelSpec, output: ModelOutput, y: torch.Tensor,
                label_smoothing: float | None = None) -> torch.Tensor:
     """The full training loss of the model described by ``spec`` on one batch.
 
     ``label_smoothing`` (None: the model's own, 0 except for ``scmrl``) smooths the cross-entropy
     term: the target puts ``1 - eps + eps / C`` on the label and ``eps / C`` on every class."""
-    model = spec.get("model")
+    model = spec.model
     logits = output.logits.float()
     ls = 0.0 if label_smoothing is None else float(label_smoothing)
     if model in CE_MODELS:
@@ -76,17 +77,17 @@ def model_loss(spec: dict[str, Any], output: ModelOutput, y: torch.Tensor,
         if output.features is None:
             raise ConfigError("model 'scl': the model output has no features for the contrastive loss")
         ce = F.cross_entropy(logits, y, label_smoothing=ls)
-        return ce + float(spec.get("scl_weight", 0.1)) * supcon_loss(
-            output.features, y, float(spec.get("scl_temperature", 0.07)))
+        return ce + float(spec.scl_weight) * supcon_loss(
+            output.features, y, float(spec.scl_temperature))
     if model == "scmrl":
-        ce = F.cross_entropy(logits, y, label_smoothing=float(spec.get("label_smoothing", 0.1))
+        ce = F.cross_entropy(logits, y, label_smoothing=float(spec.label_smoothing)
                              if label_smoothing is None else ls)
-        weight = float(spec.get("sao_weight", 1.0))
-        if weight == 0 or spec.get("inputs", "both") != "both":
+        weight = float(spec.sao_weight)
+        if weight == 0 or spec.inputs != "both":
             return ce  # SAO off (ablation), or one modality alone: nothing to align
         if "f_a" not in output.extra or "f_v" not in output.extra:
             raise ConfigError("model 'scmrl': the model output lacks extra['f_a'] / extra['f_v'] for the SAO loss")
         return ce + weight * sao_loss(
-            output.extra["f_a"], output.extra["f_v"], y, float(spec.get("sao_tau", 0.07)))
+            output.extra["f_a"], output.extra["f_v"], y, float(spec.sao_tau))
     raise ConfigError(f"spec key model: {model!r} has no loss; known: "
                       f"{', '.join(CE_MODELS + ('scl', 'scmrl'))}")

@@ -35,6 +35,7 @@ from spikeport.errors import ConfigError
 from spikeport.train.config import TrainConfig
 from spikeport.train.loop import Stream, epoch_schedule, loss_function, seed_everything, take, to_device
 from spikeport.train.distributed import DistContext
+from spikeport.train.models.spec import ModelSpec
 
 TARGETS = ("loihi", "loihi2", "speck")
 #: Fine-tuning epochs when none are given: on real N-MNIST a few epochs at a small learning
@@ -186,16 +187,16 @@ class FinetuneResult:
     notes: list[str]
 
 
-def finetune(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Sequence[Stream],
+def finetune(model: nn.Module, spec: ModelSpec, train: Sequence[Stream], val: Sequence[Stream],
              cfg: TrainConfig, target: str, epochs: int = DEFAULT_FINETUNE_EPOCHS,
              lr: float = DEFAULT_FINETUNE_LR, log: Callable[[str], None] = print) -> FinetuneResult:
     """Fine-tune ``model`` through ``target``'s integers; leaves the best epoch's model on the grid."""
     check_target(target)
-    if not spec.get("chip_native"):
+    if not spec.chip_native:
         raise ConfigError("finetune_for: only chip-native models run whole on a chip; train with --chip-native")
     if epochs < 1:
         raise ConfigError(f"finetune_epochs: must be an integer >= 1, got {epochs!r}")
-    dt = float(spec["dt"])
+    dt = float(spec.dt)
     ctx = DistContext()
     device = ctx.device if cfg.device is None else torch.device(cfg.device)
     model.to(device)
@@ -251,8 +252,8 @@ def finetune(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], va
                           time.perf_counter() - t0, best_grid.notes)
 
 
-def prepare_finetune(opts: dict[str, Any], spec: dict[str, Any], resume: bool
-                     ) -> tuple[nn.Module | None, dict[str, Any]]:
+def prepare_finetune(opts: dict[str, Any], spec: ModelSpec, resume: bool
+                     ) -> tuple[nn.Module | None, ModelSpec]:
     """Check the fine-tuning options; with ``init_from`` (a trained run) its model and spec."""
     target = opts.get("finetune_for")
     if target is None:
@@ -261,27 +262,28 @@ def prepare_finetune(opts: dict[str, Any], spec: dict[str, Any], resume: bool
     check_target(str(target))
     if resume:
         raise ConfigError("finetune_for: a fine-tuning run cannot be resumed; start it again (it is short)")
-    if not spec.get("chip_native"):
+    if not spec.chip_native:
         raise ConfigError("finetune_for: only chip-native models run whole on a chip; train with --chip-native")
     epochs = opts.get("finetune_epochs")
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
         raise ConfigError(f"finetune_epochs: must be an integer >= 1, got {epochs!r}")
     if opts.get("init_from") is None:
-        return None, {**spec, "finetuned_for": target}
+        return None, spec.replace(finetuned_for=target)
     from spikeport.train.checkpoint import load_run_model
     model, base = load_run_model(opts["init_from"])
-    for key in ("model", "dataset", "chip_native"):
-        if base.get(key) != spec.get(key):
-            raise ConfigError(f"init_from: {opts['init_from']} trained {key} {base.get(key)!r}, this run asks for "
-                              f"{spec.get(key)!r}")
-    new = {**base, "finetuned_for": target, "finetuned_from": str(opts["init_from"])}
-    if spec.get("root") is not None:
-        new["root"] = spec["root"]
+    for key, trained, asked in (("model", base.model, spec.model), ("dataset", base.dataset, spec.dataset),
+                                ("chip_native", base.chip_native, spec.chip_native)):
+        if trained != asked:
+            raise ConfigError(f"init_from: {opts['init_from']} trained {key} {trained!r}, this run asks for "
+                              f"{asked!r}")
+    new = base.replace(finetuned_for=target, finetuned_from=str(opts["init_from"]))
+    if spec.root is not None:
+        new = new.replace(root=spec.root)
     model.train()
     return model, new
 
 
-def finetune_stage(model: nn.Module, spec: dict[str, Any], train: Sequence[Stream], val: Sequence[Stream],
+def finetune_stage(model: nn.Module, spec: ModelSpec, train: Sequence[Stream], val: Sequence[Stream],
                    cfg: TrainConfig, opts: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
     """The fine-tuning step of ``spikeport train``: its record for metrics.json."""
     if ctx.distributed:

@@ -26,6 +26,7 @@ from spikeport.train.config import CHIP_NATIVE_LR, DEFAULT_EPOCHS, DEFAULT_REGUL
 from spikeport.train.loop import (FitResult, Stream, StopFlag, evaluate_streams, fit, loss_function, seed_everything,
                                   sigint_checkpoint)
 from spikeport.train.models import GAINED_MODELS, build_model, chip_native_lr, default_spec
+from spikeport.train.models.spec import ModelSpec, SeedASpec, spec_from_dict
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -62,7 +63,7 @@ def resolve_options(cli: dict[str, Any], config: Optional[Path]) -> dict[str, An
     return opts
 
 
-def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
+def _load_streams(spec: ModelSpec, split: str, root: Optional[Path],
                   max_samples: Optional[int], seed: int, augment: int = 0,
                   progress: bool = True) -> tuple[list[Stream], list[str]]:
     """The ``(x, y)`` streams of a split: one, or for the joint model a visual and an audio one.
@@ -70,32 +71,32 @@ def _load_streams(spec: dict[str, Any], split: str, root: Optional[Path],
     Single-modality data are binned at the spec's bin width (``dt``, from the preset); with
     ``augment`` > 0 the train split gets that many event-level augmented copies appended."""
     from spikeport.data.registry import augmented_tensors, load_tensors
-    if spec["model"] == "joint":
-        mods = spec["modalities"]
-        if is_pair(spec["dataset"]):
+    if spec.model == "joint":
+        mods = spec.modalities
+        if is_pair(spec.dataset):
             streams = []
             for mod in ("visual", "audio"):
-                x, y = load_tensors(mods[mod]["dataset"], split, root=root, timesteps=mods[mod]["timesteps"],
+                x, y = load_tensors(mods[mod].dataset, split, root=root, timesteps=mods[mod].timesteps,
                                     max_samples=max_samples, seed=seed)
-                streams.append((x, y % spec["label_mod"]))
+                streams.append((x, y % spec.label_mod))
         else:
-            (xv, xa), y = load_tensors(spec["dataset"], split, root=root, timesteps=spec["timesteps"],
+            (xv, xa), y = load_tensors(spec.dataset, split, root=root, timesteps=spec.timesteps,
                                        max_samples=max_samples, seed=seed)
-            streams = [(xv, y % spec["label_mod"]), (xa, y % spec["label_mod"])]
+            streams = [(xv, y % spec.label_mod), (xa, y % spec.label_mod)]
         return streams, ["visual", "audio"]
-    bin_s = float(spec["dt"]) if spec["modality"] in ("visual", "audio") else None
-    x, y = load_tensors(spec["dataset"], split, root=root, timesteps=spec["timesteps"],
+    bin_s = float(spec.dt) if spec.modality in ("visual", "audio") else None
+    x, y = load_tensors(spec.dataset, split, root=root, timesteps=spec.timesteps,
                         max_samples=max_samples, seed=seed, bin_s=bin_s, progress=progress)
     if isinstance(x, list):
         x = tuple(x)
     if augment and split == "train" and isinstance(x, torch.Tensor):
-        xa, ya = augmented_tensors(spec["dataset"], root=root, copies=int(augment),
-                                   timesteps=spec["timesteps"], max_samples=max_samples, seed=seed,
+        xa, ya = augmented_tensors(spec.dataset, root=root, copies=int(augment),
+                                   timesteps=spec.timesteps, max_samples=max_samples, seed=seed,
                                    bin_s=bin_s, progress=progress)
         # counts stay integer in memory (the loop casts each batch): copies x the split fits
         x = torch.cat([x.to(xa.dtype), xa])
         y = torch.cat([y, ya])
-    return [(x, y)], [spec["modality"]]
+    return [(x, y)], [spec.modality]
 
 
 def data_options(opts: dict[str, Any]) -> dict[str, Any]:
@@ -138,10 +139,10 @@ def _train_config(opts: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def _check_resume_matches(opts: dict[str, Any], spec: dict[str, Any], cfg: dict[str, Any], path: Path) -> None:
+def _check_resume_matches(opts: dict[str, Any], spec: ModelSpec, cfg: dict[str, Any], path: Path) -> None:
     for key in ("model", "dataset", "chip_native", "ann"):
-        if key in opts and opts[key] != spec.get(key):
-            raise ConfigError(f"{key}: {opts[key]!r} differs from the run being resumed ({spec.get(key)!r} "
+        if key in opts and opts[key] != getattr(spec, key):
+            raise ConfigError(f"{key}: {opts[key]!r} differs from the run being resumed ({getattr(spec, key)!r} "
                               f"in {path}); resume continues a run as it was started")
     for key in ("epochs", "batch_size", "lr", "seed"):
         if opts.get(key) is not None and opts[key] != cfg.get(key):
@@ -180,8 +181,11 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
         state = read_checkpoint(path, RESUME_FORMAT)
         explicit = {k: v for k, v in cli.items() if v is not None and not (k == "seed" and v == 0)
                     and not (k in ("chip_native", "ann") and v is False)}
-        _check_resume_matches(explicit, state["spec"], state["config"], path)
-        spec = state["spec"]
+        try:
+            spec = spec_from_dict(state["spec"])
+        except ConfigError as exc:
+            raise ArtifactError(f"{path}: its spec does not describe a model of this version: {exc}") from None
+        _check_resume_matches(explicit, spec, state["config"], path)
         # The data options of the interrupted run (config.yaml) hold unless given again.
         previous = out / CONFIG_FILE
         if previous.is_file():
@@ -205,14 +209,14 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
                             width=opts.get("width") or "small",
                             beta=opts.get("beta"), readout=opts.get("readout"),
                             options=opts.get("model_options"))
-        if "readout" in spec:  # recorded in config.yaml too: which head readout this run trained
-            opts["readout"] = spec["readout"]
+        if isinstance(spec, SeedASpec):  # recorded in config.yaml too: which head readout this run trained
+            opts["readout"] = spec.readout
         if "bin_s" in data:
-            spec["dt"] = data["bin_s"]   # seconds a bin: the data's and the neurons' step
-        spec["preset"] = data["preset"]
+            spec = spec.replace(dt=data["bin_s"])   # seconds a bin: the data's and the neurons' step
+        spec = spec.replace(preset=data["preset"])
         if root is not None:
             # the data's folder travels with the model, so export and deploy read the same data
-            spec["root"] = str(root)
+            spec = spec.replace(root=str(root))
 
     init_model = None
     if opts.get("finetune_for") is not None or opts.get("init_from") is not None:
@@ -225,21 +229,21 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
         distributed.shutdown(ctx)
 
 
-def _data_record(spec: dict[str, Any], opts: dict[str, Any], root: Optional[Path], seed: int) -> dict[str, Any]:
+def _data_record(spec: ModelSpec, opts: dict[str, Any], root: Optional[Path], seed: int) -> dict[str, Any]:
     """What the run's data were: preset, bins, augmentation, root and the split scheme."""
     from spikeport.data.registry import split_scheme
-    record: dict[str, Any] = {"preset": spec.get("preset", "default"), "timesteps": int(spec["timesteps"]),
-                              "bin_s": float(spec["dt"]), "augment": int(opts.get("augment") or 0),
+    record: dict[str, Any] = {"preset": spec.preset or "default", "timesteps": int(spec.timesteps),
+                              "bin_s": float(spec.dt), "augment": int(opts.get("augment") or 0),
                               "root": str(root) if root is not None else None}
-    if not is_pair(spec["dataset"]):
+    if not is_pair(spec.dataset):
         try:
-            record["split"] = split_scheme(spec["dataset"], root, seed)
+            record["split"] = split_scheme(spec.dataset, root, seed)
         except SpikeportError:
             record["split"] = None
     return record
 
 
-def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Path, root: Optional[Path],
+def _train(spec: ModelSpec, cfg: TrainConfig, opts: dict[str, Any], out: Path, root: Optional[Path],
            ctx: distributed.DistContext, state: Optional[dict[str, Any]],
            init_model: Optional[torch.nn.Module] = None) -> Metrics:
     t0 = time.perf_counter()
@@ -253,7 +257,7 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
     val, _ = _load_streams(spec, "val", root, None, cfg.seed, progress=show)
     test, _ = _load_streams(spec, "test", root, None, cfg.seed, progress=show)
     if opts.get("train_on_val") is None:
-        opts["train_on_val"] = DEFAULT_TRAIN_ON_VAL.get(spec["dataset"], False)
+        opts["train_on_val"] = DEFAULT_TRAIN_ON_VAL.get(spec.dataset, False)
     if init_model is not None or opts.get("finetune_for") is not None:
         opts["train_on_val"] = False  # fine-tuning picks its epoch on val
     if opts.get("train_on_val"):
@@ -269,7 +273,7 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
     if ctx.is_main:
         resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
         resolved.update(cfg.to_dict())
-        resolved["timesteps"] = spec["timesteps"]
+        resolved["timesteps"] = spec.timesteps
         resolved.update(_data_record(spec, opts, root, cfg.seed))
         write_text_atomic(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
@@ -278,8 +282,8 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
     n_train = sum(int(s[1].shape[0]) for s in train)
     if ctx.is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"training {spec['model']}{' (chip-native)' if spec['chip_native'] else ''}"
-              f"{' ANN twin' if spec['ann'] else ''} on {spec['dataset']}: {n_train} samples, "
+        print(f"training {spec.model}{' (chip-native)' if spec.chip_native else ''}"
+              f"{' ANN twin' if spec.ann else ''} on {spec.dataset}: {n_train} samples, "
               f"{n_params} parameters, "
               f"{'no plain training (fine-tuning a trained run)' if init_model is not None else f'{cfg.epochs} epochs'}, "
               f"device {ctx.device}"
@@ -299,11 +303,11 @@ def _train(spec: dict[str, Any], cfg: TrainConfig, opts: dict[str, Any], out: Pa
     amp = cfg.amp and ctx.device.type == "cuda"
     test_eval = evaluate_streams(model, test, names, loss_function(spec), cfg, ctx, amp)
     wall = float((state or {}).get("wall_s", 0.0)) + time.perf_counter() - t0
-    metrics = Metrics(model=spec["model"], dataset=spec["dataset"], test_accuracy=test_eval["accuracy"],
+    metrics = Metrics(model=spec.model, dataset=spec.dataset, test_accuracy=test_eval["accuracy"],
                       epochs=result.history, seed=cfg.seed, device=_device_name(ctx.device), wall_s=wall,
                       test_loss=test_eval["loss"], test_samples=test_eval["n"], train_samples=n_train,
                       best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy,
-                      stopped_early=result.stopped_early, chip_native=spec["chip_native"], ann=spec["ann"],
+                      stopped_early=result.stopped_early, chip_native=spec.chip_native, ann=spec.ann,
                       world_size=ctx.world_size, mixed_precision=amp, config=cfg.to_dict(),
                       data=_data_record(spec, opts, root, cfg.seed),
                       **({"finetune": finetuned} if finetuned is not None else {}),

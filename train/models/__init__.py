@@ -1,9 +1,10 @@
-"""The model zoo. ``build_model(spec)`` turns a spec dict (stored in every checkpoint) into a module.
+"""The model zoo. ``build_model(spec)`` turns a spec (stored in every checkpoint) into a module.
 
-A spec is a JSON-able dict that describes a model completely: which zoo model, whether it is
-the chip-native variant or the ANN twin, the dataset it was built for (modality, input shape,
-classes, time steps, bin width) and its architecture. ``default_spec`` fills one from a model
-name and a dataset name; ``build_model`` builds it. The paper models live in
+A spec (``spec.ModelSpec``, one frozen class per architecture family; ``to_dict`` is what a
+checkpoint stores, ``spec_from_dict`` reads it back) describes a model completely: which zoo
+model, whether it is the chip-native variant or the ANN twin, the dataset it was built for
+(modality, input shape, classes, time steps, bin width) and its architecture. ``default_spec``
+makes one from a model name and a dataset name; ``build_model`` builds it. The paper models live in
 ``seed_a`` (first paper) and ``scmrl`` (second paper) and are imported only when asked for, so
 the chip-native models and the ANN twins work on their own.
 """
@@ -20,14 +21,14 @@ if TYPE_CHECKING:  # the names above are listed without importing torch (spikepo
 
 from spikeport.data.names import is_pair, joint_parts, meta as dataset_meta, parts as dataset_parts
 from spikeport.errors import ConfigError
+from spikeport.train.models.spec import (MODEL_NAMES, SCMRL_DEFAULTS, SEED_A_DEFAULTS, SEED_A_MODELS,  # noqa: F401
+                                         WHOLE_CHIP_MODELS, AnnSpec, ChipNativeSpec, ModelSpec, ScmrlSpec,
+                                         SeedASpec, spec_from_dict)
+from spikeport.train.models.widths import seed_a_layers
 
-#: Every model name ``spikeport train --model`` accepts.
-SEED_A_MODELS = ("baseline", "scl", "hopfield", "hgrn", "hybrid", "joint")
-MODEL_NAMES = SEED_A_MODELS + ("scmrl",)
 #: Models with a chip-native variant. ``baseline`` and ``scl`` are then a bare ``ChipNativeSNN``
 #: (deploys whole); the head models get a chip-native backbone plus their host head.
 CHIP_NATIVE_MODELS = SEED_A_MODELS + ("scmrl",)
-WHOLE_CHIP_MODELS = ("baseline", "scl")
 #: Chip-native models whose integrate-and-fire backbone gets INIT_GAIN and CHIP_NATIVE_LR: on
 #: nmnist-embedded at 8 epochs it lifted hopfield from 0.75 to 0.90 test accuracy; joint gets
 #: each modality's gain on its own encoder.
@@ -134,27 +135,15 @@ def chip_native_layers(modality: str, num_classes: int, width: str = "small") ->
 
 
 # The first paper's backbones made chip-native (FACTS §6): max pooling replaced by stride 2 in
-# the convolution itself, every layer spiking, same widths.
-VISUAL_PAPER: list[dict[str, Any]] = [
-    {"type": "conv", "out_channels": 32, "kernel_size": 5, "stride": 2, "padding": 0},
-    {"type": "conv", "out_channels": 64, "kernel_size": 5, "stride": 2, "padding": 0},
-    {"type": "flatten"},
-    {"type": "dense", "out_features": 1024},
-    {"type": "dense", "out_features": 512},
-    {"type": "dense", "out_features": 10},
-]
-AUDIO_PAPER: list[dict[str, Any]] = [
-    {"type": "dense", "out_features": 1024},
-    {"type": "dense", "out_features": 1024},
-    {"type": "dense", "out_features": 512},
-    {"type": "dense", "out_features": 20},
-]
+# the convolution itself, every layer spiking, same widths (``widths.SEED_A``).
+VISUAL_PAPER: list[dict[str, Any]] = seed_a_layers("visual", 10, downsample="stride")
+AUDIO_PAPER: list[dict[str, Any]] = seed_a_layers("audio", 20, downsample="stride")
 
 
 def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool = False, *,
                  seed: int = 0, timesteps: int | None = None, width: str = "small",
                  beta: float | None = None, readout: str | None = None,
-                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+                 options: dict[str, Any] | None = None) -> ModelSpec:
     """The full spec of ``model`` on ``dataset`` (dataset fields from ``spikeport.data.registry``).
 
     ``readout`` (head models hopfield/hgrn/hybrid/joint): "current" (default) or "spike" (the
@@ -206,27 +195,26 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
     if options:
         if ann or (chip_native and model in WHOLE_CHIP_MODELS):
             raise ConfigError(f"model_options: {model!r}{' (ANN twin)' if ann else ''} has no options to set")
-        module = importlib.import_module(f"spikeport.train.models.{'scmrl' if model == 'scmrl' else 'seed_a'}")
-        unknown = sorted(set(options) - set(module.DEFAULTS))
+        defaults = SCMRL_DEFAULTS if model == "scmrl" else SEED_A_DEFAULTS
+        unknown = sorted(set(options) - set(defaults))
         if unknown:
             raise ConfigError(f"model_options: unknown key(s) {', '.join(unknown)} for {model!r}; "
-                              f"valid: {', '.join(sorted(module.DEFAULTS))}")
+                              f"valid: {', '.join(sorted(defaults))}")
         spec.update(copy.deepcopy(dict(options)))
     if ann:
         spec["layers"] = ann_layers(spec)
-    elif model == "scmrl":
-        # The zoo fills every architecture key, so the stored spec pins the model down.
-        spec = importlib.import_module("spikeport.train.models.scmrl").fill_defaults(spec)
-    elif not (chip_native and model in WHOLE_CHIP_MODELS):
-        if readout is not None:
-            spec["readout"] = readout
-        spec = importlib.import_module("spikeport.train.models.seed_a").fill_defaults(spec)
-    return spec
+    elif model not in ("scmrl",) and not (chip_native and model in WHOLE_CHIP_MODELS) and readout is not None:
+        spec["readout"] = readout
+    # The typed spec fills every architecture key of seed A / S-CMRL, so the stored spec pins the
+    # model down.
+    return spec_from_dict(spec)
 
 
-def ann_layers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def ann_layers(spec: dict[str, Any] | ModelSpec) -> list[dict[str, Any]]:
     """The ANN twin's layer list: the chip-native stack itself, or the paper backbone's."""
     from spikeport.train.models.ann import paper_backbone_layers
+    if isinstance(spec, ModelSpec):
+        spec = spec.to_dict()
     if spec.get("chip_native"):
         return copy.deepcopy(spec.get("layers") or chip_native_layers(
             spec["modality"], spec["num_classes"], spec.get("width", "small")))
@@ -236,37 +224,41 @@ def ann_layers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return paper_backbone_layers(spec["modality"], spec["num_classes"])
 
 
-def _check_spec(spec: dict[str, Any]) -> None:
-    if not isinstance(spec, dict):
+def _check_spec(spec: dict[str, Any] | ModelSpec) -> ModelSpec:
+    """The typed spec of ``spec`` (a spec or its on-disk dict), checked to record every SPEC_KEYS key."""
+    if isinstance(spec, ModelSpec):
+        missing = spec.missing(SPEC_KEYS)
+    elif isinstance(spec, dict):
+        missing = [k for k in SPEC_KEYS if k not in spec]
+    else:
         raise ConfigError(f"spec: expected a dict, got {type(spec).__name__}")
-    missing = [k for k in SPEC_KEYS if k not in spec]
     if missing:
         raise ConfigError(f"spec: missing keys {', '.join(missing)}")
-    check_model_name(spec["model"])
+    if isinstance(spec, dict):
+        check_model_name(spec["model"])
+    return spec_from_dict(spec)
 
 
-def build_ann_twin(spec: dict[str, Any]) -> nn.Module:
+def build_ann_twin(spec: dict[str, Any] | ModelSpec) -> nn.Module:
     """The ANN twin of the spec's backbone (ReLU for LIF, input = frames summed over T), untrained.
 
     Works from either the SNN's spec or the twin's own (``ann: true``); its weight layers carry
     the SNN's module names (conv1, fc1, ...) so per-layer counts line up.
     """
     from spikeport.train.models.ann import AnnTwin
-    _check_spec(spec)
-    layers = spec["layers"] if spec.get("ann") and "layers" in spec else ann_layers(spec)
-    return AnnTwin(spec["input_shape"], layers)
+    spec = _check_spec(spec)
+    layers = spec.layers if isinstance(spec, AnnSpec) else ann_layers(spec)
+    return AnnTwin(spec.input_shape, layers)
 
 
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Build the module a spec describes (untrained; load a state_dict into it)."""
-    _check_spec(spec)
-    if spec["ann"]:
+def build_model(spec: dict[str, Any] | ModelSpec) -> nn.Module:
+    """Build the module a spec (or its on-disk dict) describes (untrained; load a state_dict into it)."""
+    spec = _check_spec(spec)
+    if spec.ann:
         return build_ann_twin(spec)
-    if spec["chip_native"] and spec["model"] in WHOLE_CHIP_MODELS:
+    if isinstance(spec, ChipNativeSpec):
         from spikeport.train.models.chip_native import build_chip_native
-        if "layers" not in spec:
-            raise ConfigError("spec: chip-native spec has no 'layers'")
         return build_chip_native(spec)
-    if spec["model"] == "scmrl":
+    if spec.model == "scmrl":
         return importlib.import_module("spikeport.train.models.scmrl").build_scmrl(spec)
     return importlib.import_module("spikeport.train.models.seed_a").build_seed_a(spec)

@@ -15,30 +15,13 @@ from torch import nn
 
 from spikeport.train.models.base import ModelOutput
 from spikeport.train.models.chip_native import _out_hw
+from spikeport.train.models.widths import seed_a_layers
 
 
 def paper_backbone_layers(modality: str, num_classes: int) -> list[dict[str, Any]]:
     """The first paper's backbones (FACTS §6) as layer specs, max pooling included (an ANN may
-    pool), with a linear readout to the classes."""
-    if modality == "visual":
-        return [
-            {"type": "conv", "out_channels": 32, "kernel_size": 5, "stride": 1, "padding": 0},
-            {"type": "maxpool", "kernel_size": 2},
-            {"type": "conv", "out_channels": 64, "kernel_size": 5, "stride": 1, "padding": 0},
-            {"type": "maxpool", "kernel_size": 2},
-            {"type": "flatten"},
-            {"type": "dense", "out_features": 1024},
-            {"type": "dense", "out_features": 512},
-            {"type": "dense", "out_features": int(num_classes)},
-        ]
-    if modality == "audio":
-        return [
-            {"type": "dense", "out_features": 1024},
-            {"type": "dense", "out_features": 1024},
-            {"type": "dense", "out_features": 512},
-            {"type": "dense", "out_features": int(num_classes)},
-        ]
-    raise ValueError(f"no paper backbone for modality {modality!r}")
+    pool), with a linear readout to the classes (widths from ``widths.SEED_A``)."""
+    return seed_a_layers(modality, num_classes, downsample="pool")
 
 
 class AnnTwin(nn.Module):

@@ -21,18 +21,18 @@ of the step-by-step loop the seed code ran, at a fraction of the kernel launches
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import snntorch as snn
 import torch
 from snntorch import surrogate
 from torch import nn
 
 from spikeport.errors import ConfigError
+from spikeport.train.models.spec import SeedASpec
+from spikeport.train.models.widths import SEED_A
 
-VISUAL_CONV_CHANNELS = [32, 64]
-VISUAL_HIDDEN = [1024, 512]
-AUDIO_HIDDEN = [1024, 1024, 512]
+VISUAL_CONV_CHANNELS = list(SEED_A.visual_conv_channels)
+VISUAL_HIDDEN = list(SEED_A.visual_hidden)
+AUDIO_HIDDEN = list(SEED_A.audio_hidden)
 
 
 def run_lif(lif: snn.Leaky, current: torch.Tensor) -> torch.Tensor:
@@ -145,17 +145,17 @@ class SeedSNN(nn.Module):
         return BackboneOutput(out=h, features=features, spikes=recorded if record else None)
 
 
-def build_seed_backbone(spec: dict[str, Any], modality: str, with_output: bool) -> SeedSNN:
-    """A SeedSNN from a filled spec (see ``seed_a.fill_defaults``) for one modality."""
-    shape = spec["input_shapes"][modality] if "input_shapes" in spec and modality in spec["input_shapes"] \
-        else spec["input_shape"]
+def build_seed_backbone(spec: SeedASpec, modality: str, with_output: bool) -> SeedSNN:
+    """A SeedSNN from a seed-A spec (see ``seed_a.fill_defaults``) for one modality."""
+    shape = spec.input_shapes[modality] if spec.input_shapes is not None and modality in spec.input_shapes \
+        else spec.input_shape
     if modality == "visual":
-        conv, hidden = spec["conv_channels"], spec["visual_hidden"]
+        conv, hidden = spec.conv_channels, spec.visual_hidden
     else:
-        conv, hidden = [], spec["audio_hidden"]
-    return SeedSNN(shape, conv, hidden, spec["num_classes"] if with_output else None,
-                   kernel_size=spec["kernel_size"], beta=spec["beta"], threshold=spec["threshold"],
-                   init_gain=_gain(spec.get("init_gain", 1.0), modality))
+        conv, hidden = [], spec.audio_hidden
+    return SeedSNN(shape, conv, hidden, spec.num_classes if with_output else None,
+                   kernel_size=spec.kernel_size, beta=spec.beta, threshold=spec.threshold,
+                   init_gain=_gain(spec.init_gain, modality))
 
 
 def _gain(gain: float | dict[str, float], modality: str) -> float:

@@ -24,6 +24,7 @@ from torch import nn
 
 from spikeport.train.fused_neurons import leaky_cell_scan
 from spikeport.train.models.base import ModelOutput
+from spikeport.train.models.spec import ChipNativeSpec
 
 LayerSpec = dict[str, Any]
 
@@ -178,7 +179,6 @@ class ChipNativeSNN(nn.Module):
         return ModelOutput(logits=out.sum(0), features=features, spikes=recorded if record else None)
 
 
-def build_chip_native(spec: dict[str, Any]) -> ChipNativeSNN:
-    return ChipNativeSNN(spec["input_shape"], spec["layers"], beta=spec.get("beta", 1.0),
-                         threshold=spec.get("threshold", 1.0), bias=spec.get("bias", True),
-                         init_gain=spec.get("init_gain", 1.0))
+def build_chip_native(spec: ChipNativeSpec) -> ChipNativeSNN:
+    return ChipNativeSNN(spec.input_shape, spec.layers, beta=spec.beta, threshold=spec.threshold,
+                         bias=spec.bias, init_gain=spec.init_gain)

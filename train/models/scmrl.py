@@ -62,8 +62,6 @@ Switches (spec keys, for the paper's ablation and its unimodal references):
 """
 from __future__ import annotations
 
-import copy
-import math
 from typing import Any
 
 import snntorch as snn
@@ -72,75 +70,18 @@ from torch import nn
 
 from spikeport.errors import ConfigError
 from spikeport.train.models.base import ModelOutput
+from spikeport.train.models.spec import DEFAULT_INPUT_SHAPES, SCMRL_DEFAULTS, SCMRL_INPUTS, ScmrlSpec  # noqa: F401
 
-DEFAULT_INPUT_SHAPES = {"visual": [2, 34, 34], "audio": [700]}
-
-DEFAULTS: dict[str, Any] = {
-    "embed_dim": 64,          # paper: 64 (MNISTDVS-NTIDIGITS), 256 (CREMA-D)
-    "num_heads": 16,          # paper: 16
-    "mlp_ratio": 4,
-    "attn_scale": 0.25,
-    "residual_alpha": 1.5,
-    "tau": 2.0,
-    "threshold": 1.0,
-    "attn_threshold": 0.5,
-    "surrogate_alpha": 4.0,
-    "token_grid": [3, 3],
-    "audio_map": None,        # None: the most square factorisation of the channel count
-    "label_smoothing": 0.1,
-    "sao_tau": 0.07,
-    "sao_weight": 1.0,
-    "ccssa": True,            # False: the cross-modal residual is off (ablation)
-    "inputs": "both",         # "visual" / "audio": one modality alone (unimodal reference)
-    "chip_native": False,     # True: ChipPatchEmbed (strided convs, IF neurons; deploys to the chips)
-}
-INPUTS = ("both", "visual", "audio")
+#: The architecture keys and their defaults (the fields of ``spec.ScmrlSpec``; widths from
+#: ``widths.SCMRL``).
+DEFAULTS: dict[str, Any] = SCMRL_DEFAULTS
+INPUTS = SCMRL_INPUTS
 
 
-def _square_factors(n: int) -> list[int]:
-    h = int(math.isqrt(n))
-    while n % h:
-        h -= 1
-    return [n // h, h]
-
-
-def fill_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``spec`` with every S-CMRL key present (store this one in checkpoints)."""
-    out = copy.deepcopy(dict(spec))
-    if out.get("model") != "scmrl":
-        raise ConfigError(f"spec key model: {out.get('model')!r} is not 'scmrl'")
-    for key, value in DEFAULTS.items():
-        out.setdefault(key, copy.deepcopy(value))
-    shapes = out.get("input_shapes") or {}
-    out["input_shapes"] = {m: list(shapes.get(m, DEFAULT_INPUT_SHAPES[m])) for m in ("visual", "audio")}
-    out.setdefault("modality", "audiovisual")
-    if "num_classes" not in out:
-        raise ConfigError("spec key num_classes is missing")
-    if len(out["input_shapes"]["visual"]) != 3 or len(out["input_shapes"]["audio"]) != 1:
-        raise ConfigError(f"spec key input_shapes: need visual [C, H, W] and audio [N], got {out['input_shapes']}")
-    n_audio = out["input_shapes"]["audio"][0]
-    if out["audio_map"] is None:
-        out["audio_map"] = _square_factors(n_audio)
-    if len(out["audio_map"]) != 2 or out["audio_map"][0] * out["audio_map"][1] != n_audio:
-        raise ConfigError(f"spec key audio_map: {out['audio_map']} must be [H, W] with H * W = {n_audio} channels")
-    e, h = int(out["embed_dim"]), int(out["num_heads"])
-    if e < 8 or e % 8:
-        raise ConfigError(f"spec key embed_dim: must be a multiple of 8 (stage widths E/8..E), got {e}")
-    if h < 1 or e % h:
-        raise ConfigError(f"spec key num_heads: must divide embed_dim {e}, got {h}")
-    for key in ("tau", "threshold", "attn_threshold", "surrogate_alpha", "sao_tau", "mlp_ratio"):
-        if float(out[key]) <= 0:
-            raise ConfigError(f"spec key {key}: must be > 0, got {out[key]}")
-    if out["inputs"] not in INPUTS:
-        raise ConfigError(f"spec key inputs: {out['inputs']!r} is not one of {', '.join(INPUTS)}")
-    for key in ("ccssa", "chip_native"):
-        if not isinstance(out[key], bool):
-            raise ConfigError(f"spec key {key}: must be true or false, got {out[key]!r}")
-    if float(out["sao_weight"]) < 0:
-        raise ConfigError(f"spec key sao_weight: must be >= 0, got {out['sao_weight']}")
-    if not 0.0 <= float(out["label_smoothing"]) < 1.0:
-        raise ConfigError(f"spec key label_smoothing: must lie in [0, 1), got {out['label_smoothing']}")
-    return out
+def fill_defaults(spec: dict[str, Any] | ScmrlSpec) -> ScmrlSpec:
+    """The typed spec of ``spec`` with every S-CMRL key filled in and checked (store its
+    ``to_dict()`` in checkpoints)."""
+    return spec if isinstance(spec, ScmrlSpec) else ScmrlSpec.from_dict(spec)
 
 
 class SigmoidSurrogate(torch.autograd.Function):
@@ -205,8 +146,8 @@ class MultiStepLIF(nn.Module):
         return spikes
 
 
-def _lif(spec: dict, threshold: float | None = None) -> MultiStepLIF:
-    return MultiStepLIF(spec["tau"], spec["threshold"] if threshold is None else threshold, spec["surrogate_alpha"])
+def _lif(spec: ScmrlSpec, threshold: float | None = None) -> MultiStepLIF:
+    return MultiStepLIF(spec.tau, spec.threshold if threshold is None else threshold, spec.surrogate_alpha)
 
 
 def _per_step(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -218,14 +159,14 @@ def _per_step(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class SpikingPatchEmbed(nn.Module):
     """[T, B, C, H, W] -> tokens [T, B, E, N] (4 Conv-BN-LIF-pool stages + positional branch)."""
 
-    def __init__(self, in_channels: int, spec: dict) -> None:
+    def __init__(self, in_channels: int, spec: ScmrlSpec) -> None:
         super().__init__()
-        e = int(spec["embed_dim"])
+        e = int(spec.embed_dim)
         widths = [e // 8, e // 4, e // 2, e]
         self.stages = nn.ModuleList()
         c = in_channels
         for i, w in enumerate(widths):
-            pool = nn.MaxPool2d(3, 2, 1) if i < 3 else nn.AdaptiveMaxPool2d(tuple(spec["token_grid"]))
+            pool = nn.MaxPool2d(3, 2, 1) if i < 3 else nn.AdaptiveMaxPool2d(tuple(spec.token_grid))
             self.stages.append(nn.ModuleDict({
                 "conv": nn.Conv2d(c, w, 3, 1, 1, bias=False), "bn": nn.BatchNorm2d(w),
                 "lif": _lif(spec), "pool": pool}))
@@ -245,7 +186,7 @@ class SpikingPatchEmbed(nn.Module):
 class ConvBNLIF1d(nn.Module):
     """Conv1d(k=1)-BN-LIF on tokens [T, B, C, N]."""
 
-    def __init__(self, c_in: int, c_out: int, spec: dict, bias: bool = False) -> None:
+    def __init__(self, c_in: int, c_out: int, spec: ScmrlSpec, bias: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, 1, bias=bias)
         self.bn = nn.BatchNorm1d(c_out)
@@ -262,16 +203,16 @@ class SpikingCrossAttention(nn.Module):
     ``axis="temporal"``: attention over time steps within each token.
     """
 
-    def __init__(self, spec: dict, axis: str) -> None:
+    def __init__(self, spec: ScmrlSpec, axis: str) -> None:
         super().__init__()
-        e = int(spec["embed_dim"])
-        self.heads = int(spec["num_heads"])
-        self.scale = float(spec["attn_scale"])
+        e = int(spec.embed_dim)
+        self.heads = int(spec.num_heads)
+        self.scale = float(spec.attn_scale)
         self.axis = axis
         self.q = ConvBNLIF1d(e, e, spec)
         self.k = ConvBNLIF1d(e, e, spec)
         self.v = ConvBNLIF1d(e, e, spec)
-        self.attn_lif = _lif(spec, spec["attn_threshold"])
+        self.attn_lif = _lif(spec, spec.attn_threshold)
         self.proj = ConvBNLIF1d(e, e, spec)
 
     def _split(self, z: torch.Tensor) -> torch.Tensor:
@@ -296,7 +237,7 @@ class CCSSA(nn.Module):
     """Cross-modal complementary spatio-temporal spiking attention: outer product of the
     spatial branch's token mean and the temporal branch's time mean."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
         self.spatial = SpikingCrossAttention(spec, "spatial")
         self.temporal = SpikingCrossAttention(spec, "temporal")
@@ -310,10 +251,10 @@ class CCSSA(nn.Module):
 class CrossModalBlock(nn.Module):
     """x + alpha * CCSSA(x, y); returns (new x, branch)."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
         self.attn = CCSSA(spec)
-        self.alpha = float(spec["residual_alpha"])
+        self.alpha = float(spec.residual_alpha)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         branch = self.attn(x, y)
@@ -323,10 +264,10 @@ class CrossModalBlock(nn.Module):
 class SpikingMLPBlock(nn.Module):
     """x + MLP(x), MLP = Conv1d-BN-LIF (E -> ratio E) then Conv1d-BN-LIF (-> E)."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
-        e = int(spec["embed_dim"])
-        hidden = int(e * spec["mlp_ratio"])
+        e = int(spec.embed_dim)
+        hidden = int(e * spec.mlp_ratio)
         self.fc1 = ConvBNLIF1d(e, hidden, spec, bias=True)
         self.fc2 = ConvBNLIF1d(hidden, e, spec, bias=True)
 
@@ -344,14 +285,14 @@ class ChipPatchEmbed(nn.Module):
     fire), threshold 1, reset to zero, as every chip-native layer of the zoo.
     """
 
-    def __init__(self, input_shape: list[int], spec: dict, folded: bool = False) -> None:
+    def __init__(self, input_shape: list[int], spec: ScmrlSpec, folded: bool = False) -> None:
         super().__init__()
         from snntorch import surrogate
         self.input_shape = [int(s) for s in input_shape]
-        e = int(spec["embed_dim"])
+        e = int(spec.embed_dim)
         widths = [e // 8, e // 4, e // 2, e]
         c, h, w = self.input_shape
-        grid = [int(g) for g in spec["token_grid"]]
+        grid = [int(g) for g in spec.token_grid]
         self.blocks = nn.ModuleDict()
         for i, width in enumerate(widths, 1):
             if i < 4:
@@ -367,7 +308,7 @@ class ChipPatchEmbed(nn.Module):
             self.blocks[f"conv{i}"] = conv
             if not folded:
                 self.blocks[f"bn{i}"] = nn.BatchNorm2d(width)
-            self.blocks[f"lif{i}"] = snn.Leaky(beta=1.0, threshold=float(spec["threshold"]), reset_mechanism="zero",
+            self.blocks[f"lif{i}"] = snn.Leaky(beta=1.0, threshold=float(spec.threshold), reset_mechanism="zero",
                                                spike_grad=surrogate.atan(), init_hidden=False)
             c = width
         self.output_shape = [c, h, w]
@@ -400,9 +341,9 @@ class ChipPatchEmbed(nn.Module):
 class PositionalBranch(nn.Module):
     """The chip-native embedding's positional branch, on the host: maps + LIF(BN(conv(maps)))."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
-        e = int(spec["embed_dim"])
+        e = int(spec.embed_dim)
         self.conv = nn.Conv2d(e, e, 3, 1, 1, bias=False)
         self.bn = nn.BatchNorm2d(e)
         self.lif = _lif(spec)
@@ -413,8 +354,8 @@ class PositionalBranch(nn.Module):
         return (maps + rpe).flatten(3)
 
 
-def _modalities(spec: dict) -> tuple[str, ...]:
-    return ("visual", "audio") if spec["inputs"] == "both" else (spec["inputs"],)
+def _modalities(spec: ScmrlSpec) -> tuple[str, ...]:
+    return ("visual", "audio") if spec.inputs == "both" else (spec.inputs,)
 
 
 class ScmrlEncoders(nn.Module):
@@ -422,11 +363,11 @@ class ScmrlEncoders(nn.Module):
     tokens_a): per-step spike trains [T, B, E, N] (chip-native: stage-4 maps [T, B, E, g, g]);
     None for a modality the spec does not use."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
-        self.input_shapes = spec["input_shapes"]
-        self.audio_map = list(spec["audio_map"])
-        self.chip_native = bool(spec["chip_native"])
+        self.input_shapes = spec.input_shapes
+        self.audio_map = list(spec.audio_map)
+        self.chip_native = bool(spec.chip_native)
         self.used = _modalities(spec)
         shapes = {"visual": list(self.input_shapes["visual"]), "audio": [1, *self.audio_map]}
         for m in self.used:
@@ -454,18 +395,18 @@ class ScmrlHead(nn.Module):
     """Host part: (chip-native: positional branches), cross-modal blocks, spiking MLP blocks,
     pooling, Linear."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
         self.used = _modalities(spec)
-        self.ccssa = bool(spec["ccssa"]) and len(self.used) == 2
+        self.ccssa = bool(spec.ccssa) and len(self.used) == 2
         for m in self.used:
-            if spec["chip_native"]:
+            if spec.chip_native:
                 setattr(self, f"rpe_{m}", PositionalBranch(spec))
             if self.ccssa:
                 setattr(self, f"block_{m}", CrossModalBlock(spec))
             setattr(self, f"mlp_{m}", SpikingMLPBlock(spec))
-        self.chip_native = bool(spec["chip_native"])
-        self.fc = nn.Linear(int(spec["embed_dim"]), int(spec["num_classes"]))
+        self.chip_native = bool(spec.chip_native)
+        self.fc = nn.Linear(int(spec.embed_dim), int(spec.num_classes))
         nn.init.trunc_normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
@@ -491,7 +432,7 @@ class ScmrlHead(nn.Module):
 
 
 class SCMRL(nn.Module):
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
         self.spec = spec
         self.backbone = ScmrlEncoders(spec)
@@ -531,14 +472,14 @@ class ScmrlChipPart(nn.Module):
 
     chip_part = True
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: ScmrlSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.part = spec["part"]
-        shape = list(spec["input_shapes"]["visual"]) if self.part == "visual" else [1, *spec["audio_map"]]
+        self.part = spec.part
+        shape = list(spec.input_shapes["visual"]) if self.part == "visual" else [1, *spec.audio_map]
         self.backbone = ChipPatchEmbed(shape, spec, folded=True)
         self.input_shape = self.backbone.input_shape
-        self.audio_map = list(spec["audio_map"])
+        self.audio_map = list(spec.audio_map)
 
     def chip_inputs(self, x) -> torch.Tensor:
         """The pair (or this modality's [B, T, ...]) -> the chip's input [B, T, *input_shape]."""
@@ -553,18 +494,18 @@ class ScmrlChipPart(nn.Module):
                            if record else None)
 
 
-def chip_part(model: SCMRL, modality: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def chip_part(model: SCMRL, modality: str) -> tuple[ScmrlSpec, dict[str, torch.Tensor]]:
     """(spec, state_dict) of ``modality``'s chip part of a trained chip-native S-CMRL, its
     BatchNorms folded into the convolutions (``torch.nn.utils.fusion``)."""
     from spikeport.export.bn_fold import fold_pair
-    if not model.spec.get("chip_native"):
+    if not model.spec.chip_native:
         raise ConfigError("scmrl: only the chip-native variant (spec key chip_native) has a chip part")
     if modality not in model.backbone.used:
-        raise ConfigError(f"scmrl: modality {modality!r} is not used by this model (inputs {model.spec['inputs']!r})")
+        raise ConfigError(f"scmrl: modality {modality!r} is not used by this model (inputs {model.spec.inputs!r})")
     enc = getattr(model.backbone, modality)
-    spec = {**copy.deepcopy(model.spec), "part": modality}
-    if isinstance(spec.get("dts"), dict):  # the part's bins: its own stream's width
-        spec["dt"] = float(spec["dts"][modality])
+    spec = model.spec.replace(part=modality)
+    if isinstance(spec.dts, dict):  # the part's bins: its own stream's width
+        spec = spec.replace(dt=float(spec.dts[modality]))
     state = dict(ScmrlChipPart(spec).state_dict())  # the neurons' buffers (threshold, beta, ...)
     state.update({f"backbone.blocks.{k}": v.detach().clone() for k, v in enc.blocks.state_dict().items()
                   if k.startswith("lif")})
@@ -575,12 +516,12 @@ def chip_part(model: SCMRL, modality: str) -> tuple[dict[str, Any], dict[str, to
     return spec, state
 
 
-def build_scmrl(spec: dict[str, Any]) -> nn.Module:
+def build_scmrl(spec: dict[str, Any] | ScmrlSpec) -> nn.Module:
     """An S-CMRL model from its spec (defaults filled in; see ``fill_defaults``); a spec with
     ``part`` builds that modality's chip part (``ScmrlChipPart``)."""
     spec = fill_defaults(spec)
-    if spec.get("part") is not None:
-        if spec["part"] not in ("visual", "audio") or not spec["chip_native"]:
-            raise ConfigError(f"spec key part: {spec['part']!r} needs chip_native and visual or audio")
+    if spec.part is not None:
+        if spec.part not in ("visual", "audio") or not spec.chip_native:
+            raise ConfigError(f"spec key part: {spec.part!r} needs chip_native and visual or audio")
         return ScmrlChipPart(spec)
     return SCMRL(spec)

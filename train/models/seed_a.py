@@ -51,152 +51,59 @@ import torch
 from torch import nn
 
 from spikeport.errors import ConfigError
-from spikeport.train.models.backbones import (AUDIO_HIDDEN, VISUAL_CONV_CHANNELS, VISUAL_HIDDEN,
-                                              BackboneOutput, SeedSNN, build_seed_backbone, seed_lif)
+from spikeport.train.models.backbones import BackboneOutput, SeedSNN, build_seed_backbone, seed_lif
 from spikeport.train.models.base import ModelOutput
-from spikeport.train.models.chip_native import AUDIO_SMALL, VISUAL_SMALL, ChipNativeSNN
+from spikeport.train.models.chip_native import ChipNativeSNN
 from spikeport.train.models.hgrn import HGRN
 from spikeport.train.models.hopfield import ModernHopfield
+from spikeport.train.models.spec import (DEFAULT_INPUT_SHAPES, READOUTS, SEED_A_DEFAULTS,  # noqa: F401
+                                         SEED_A_LEGACY_DEFAULTS, SEED_A_MODELS, SeedASpec)
 
-SEED_A_MODELS = ("baseline", "scl", "hopfield", "hgrn", "hybrid", "joint")
 HEAD_MODELS = ("hopfield", "hgrn", "hybrid", "joint")
-#: Head readouts: "current" (default, trains) and "spike" (the seed's, for faithful reproduction).
-READOUTS = ("current", "spike")
-DEFAULT_INPUT_SHAPES = {"visual": [2, 34, 34], "audio": [700]}
-
-DEFAULTS: dict[str, Any] = {
-    "chip_native": False,
-    "conv_channels": VISUAL_CONV_CHANNELS,
-    "visual_hidden": VISUAL_HIDDEN,
-    "audio_hidden": AUDIO_HIDDEN,
-    "kernel_size": 5,
-    "threshold": 1.0,
-    "init_gain": 1.0,         # factor on PyTorch's default initial weights (1.0: as the seed ran);
-                              # joint: a number or {"visual": g, "audio": g}
-    "readout": "current",     # "current" (trains) or "spike" (the seed's single-step LIF)
-    "hopfield_patterns": 256,
-    "hopfield_temperature": 0.1,
-    "hgrn_layers": 2,
-    "hgrn_dim": None,          # None: the feature width
-    "hgrn_mlp_ratio": 2.0,
-    # Feature steps summed into one HGRN step: a number or {"visual": w, "audio": w}. Audio's 100
-    # steps carry a median of one feature spike each; summed in fours they give the HGRN 25 denser
-    # steps, as many as the visual data have (see HGRNHead).
-    "hgrn_window": {"visual": 1, "audio": 4},
-    # A linear embedding of each (window's) spike vector before the HGRN blocks, per modality: a
-    # bool or {"visual": b, "audio": b}; joint embeds both (see fill_defaults).
-    "hgrn_embed": {"visual": False, "audio": True},
-    "scl_weight": 0.1,
-    "scl_temperature": 0.07,
-}
-#: What keys added after the first stored specs meant before they existed: a spec that holds every
-#: other key but not these was filled (and trained) before them, and gets the behaviour it had.
-LEGACY_DEFAULTS: dict[str, Any] = {"hgrn_window": 1, "hgrn_embed": False}
+#: The architecture keys and their defaults (the fields of ``spec.SeedASpec``).
+DEFAULTS: dict[str, Any] = SEED_A_DEFAULTS
+#: What keys added after the first stored specs meant before they existed (``spec.SeedASpec.from_dict``).
+LEGACY_DEFAULTS: dict[str, Any] = SEED_A_LEGACY_DEFAULTS
 
 
-def _modality_of(shape: list[int]) -> str:
-    return "visual" if len(shape) == 3 else "audio"
-
-
-def fill_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``spec`` with every seed-A model key present (store this one in checkpoints,
-    so a later change of a default cannot change a trained model)."""
-    out = copy.deepcopy(dict(spec))
-    model = out.get("model")
-    if model not in SEED_A_MODELS:
-        raise ConfigError(f"spec key model: {model!r} is not one of {', '.join(SEED_A_MODELS)}")
-    if all(k in out for k in DEFAULTS if k not in LEGACY_DEFAULTS):
-        for key, value in LEGACY_DEFAULTS.items():
-            out.setdefault(key, copy.deepcopy(value))
-    if model == "joint":
-        # The two encoders' feature neurons are unrelated, and the trunk is shared: each modality gets
-        # its own embedding into it. Without one for visual, the trunk fits the embedded audio steps
-        # and the visual path stays at chance (validation 0.15 after 2 epochs; 0.39 after one with both
-        # embedded).
-        out.setdefault("hgrn_embed", {"visual": True, "audio": True})
-    for key, value in DEFAULTS.items():
-        out.setdefault(key, copy.deepcopy(value))
-    out.setdefault("beta", 1.0 if out["chip_native"] else 0.9)
-    if model == "joint":
-        shapes = out.get("input_shapes") or {}
-        out["input_shapes"] = {m: list(shapes.get(m, DEFAULT_INPUT_SHAPES[m])) for m in ("visual", "audio")}
-        out.setdefault("num_classes", 10)
-        out.setdefault("modality", "audiovisual")
-        if out["chip_native"]:
-            out.setdefault("visual_layers", copy.deepcopy(VISUAL_SMALL))
-            out.setdefault("audio_layers", copy.deepcopy(AUDIO_SMALL))
-    else:
-        if "input_shape" not in out:
-            raise ConfigError("spec key input_shape is missing")
-        out.setdefault("modality", _modality_of(out["input_shape"]))
-        if out["modality"] not in ("visual", "audio"):
-            raise ConfigError(f"spec key modality: {out['modality']!r} is not visual or audio")
-    if "num_classes" not in out:
-        raise ConfigError("spec key num_classes is missing")
-    if out["chip_native"] and model != "joint" and "layers" not in out:
-        layers = copy.deepcopy(VISUAL_SMALL if out["modality"] == "visual" else AUDIO_SMALL)
-        layers[-1]["out_features"] = int(out["num_classes"])
-        out["layers"] = layers
-    if out["readout"] not in READOUTS:
-        raise ConfigError(f"spec key readout: {out['readout']!r} is not one of {', '.join(READOUTS)}")
-    for key in ("hopfield_patterns", "hgrn_layers", "num_classes", "kernel_size"):
-        if int(out[key]) < 1:
-            raise ConfigError(f"spec key {key}: must be >= 1, got {out[key]}")
-    window = out["hgrn_window"]
-    windows = window.values() if isinstance(window, dict) else [window]
-    if (isinstance(window, dict) and set(window) - {"visual", "audio"}) or any(
-            not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in windows):
-        raise ConfigError(f"spec key hgrn_window: must be an integer >= 1 (or a visual/audio mapping of such), "
-                          f"got {window!r}")
-    embed = out["hgrn_embed"]
-    embeds = embed.values() if isinstance(embed, dict) else [embed]
-    if (isinstance(embed, dict) and set(embed) - {"visual", "audio"}) or any(not isinstance(e, bool) for e in embeds):
-        raise ConfigError(f"spec key hgrn_embed: must be true or false (or a visual/audio mapping of such), "
-                          f"got {embed!r}")
-    for key in ("hopfield_temperature", "scl_temperature", "threshold"):
-        if float(out[key]) <= 0:
-            raise ConfigError(f"spec key {key}: must be > 0, got {out[key]}")
-    gains = out["init_gain"].values() if isinstance(out["init_gain"], dict) else [out["init_gain"]]
-    if isinstance(out["init_gain"], dict) and set(out["init_gain"]) - {"visual", "audio"}:
-        raise ConfigError(f"spec key init_gain: keys must be visual/audio, got {sorted(out['init_gain'])}")
-    if any(not isinstance(g, (int, float)) or isinstance(g, bool) or float(g) <= 0 for g in gains):
-        raise ConfigError(f"spec key init_gain: must be > 0 (or a visual/audio mapping of such), got {out['init_gain']}")
-    if not 0.0 <= float(out["beta"]) <= 1.0:
-        raise ConfigError(f"spec key beta: must lie in [0, 1], got {out['beta']}")
-    return out
+def fill_defaults(spec: dict[str, Any] | SeedASpec) -> SeedASpec:
+    """The typed spec of ``spec`` with every seed-A model key filled in and checked (store its
+    ``to_dict()`` in checkpoints, so a later change of a default cannot change a trained model)."""
+    return spec if isinstance(spec, SeedASpec) else SeedASpec.from_dict(spec)
 
 
 # ----------------------------------------------------------------------------- backbones
 
-def init_gain_of(spec: dict, modality: str) -> float:
+def init_gain_of(spec: SeedASpec, modality: str) -> float:
     """The initial-weight gain of a modality's backbone (joint may give one per modality)."""
-    gain = spec.get("init_gain", 1.0)
+    gain = spec.init_gain
     return float(gain.get(modality, 1.0)) if isinstance(gain, dict) else float(gain)
 
 
-def _chip_native_backbone(input_shape: list[int], layers: list[dict], spec: dict, with_output: bool,
+def _chip_native_backbone(input_shape: list[int], layers: list[dict], spec: SeedASpec, with_output: bool,
                           key: str, modality: str) -> ChipNativeSNN:
     layers = copy.deepcopy(layers)
-    if with_output and (layers[-1].get("type") != "dense" or layers[-1].get("out_features") != spec["num_classes"]):
+    if with_output and (layers[-1].get("type") != "dense" or layers[-1].get("out_features") != spec.num_classes):
         raise ConfigError(f"spec key {key}: the last chip-native layer must be a dense layer of "
-                          f"num_classes = {spec['num_classes']} outputs, got {layers[-1]}")
+                          f"num_classes = {spec.num_classes} outputs, got {layers[-1]}")
     if not with_output:
         # Head models read the last hidden LIF; the spec's last (output) layer is not built.
         if len(layers) < 2 or layers[-1].get("type") != "dense":
             raise ConfigError(f"spec key {key}: the last chip-native layer must be the dense output layer")
         layers = layers[:-1]
-    return ChipNativeSNN(input_shape, layers, beta=spec["beta"], threshold=spec["threshold"],
-                         bias=spec.get("bias", True), init_gain=init_gain_of(spec, modality))
+    return ChipNativeSNN(input_shape, layers, beta=spec.beta, threshold=spec.threshold,
+                         bias=spec.bias, init_gain=init_gain_of(spec, modality))
 
 
-def _backbone(spec: dict, modality: str, with_output: bool) -> nn.Module:
-    if spec["chip_native"]:
-        if spec["model"] == "joint":
+def _backbone(spec: SeedASpec, modality: str, with_output: bool) -> nn.Module:
+    if spec.chip_native:
+        if spec.model == "joint":
             key = f"{modality}_layers"
-            shape = spec["input_shapes"][modality]
+            shape = spec.input_shapes[modality]
+            layers = spec.visual_layers if modality == "visual" else spec.audio_layers
         else:
-            key, shape = "layers", spec["input_shape"]
-        return _chip_native_backbone(shape, spec[key], spec, with_output, key, modality)
+            key, shape, layers = "layers", spec.input_shape, spec.layers
+        return _chip_native_backbone(shape, layers, spec, with_output, key, modality)
     return build_seed_backbone(spec, modality, with_output)
 
 
@@ -240,11 +147,11 @@ class SpikeCountReadout(nn.Module):
 class SpikingReadout(nn.Module):
     """FC + a single-step LIF from zero membrane, as the seed's heads end."""
 
-    def __init__(self, dim: int, num_classes: int, spec: dict) -> None:
+    def __init__(self, dim: int, num_classes: int, spec: SeedASpec) -> None:
         super().__init__()
         self.fc = nn.Linear(dim, num_classes)
-        self.lif = seed_lif(spec["beta"], spec["threshold"])
-        self.use_spikes = spec["readout"] == "spike"
+        self.lif = seed_lif(spec.beta, spec.threshold)
+        self.use_spikes = spec.readout == "spike"
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         current = self.fc(z)
@@ -253,10 +160,10 @@ class SpikingReadout(nn.Module):
 
 
 class HopfieldHead(nn.Module):
-    def __init__(self, dim: int, spec: dict) -> None:
+    def __init__(self, dim: int, spec: SeedASpec) -> None:
         super().__init__()
-        self.hopfield = ModernHopfield(dim, spec["hopfield_patterns"], spec["hopfield_temperature"])
-        self.readout = SpikingReadout(dim, spec["num_classes"], spec)
+        self.hopfield = ModernHopfield(dim, spec.hopfield_patterns, spec.hopfield_temperature)
+        self.readout = SpikingReadout(dim, spec.num_classes, spec)
 
     def forward(self, bb: BackboneOutput):
         z = self.hopfield(bb.features.mean(0))
@@ -264,15 +171,15 @@ class HopfieldHead(nn.Module):
         return logits, z, {"head.readout.lif": spk.unsqueeze(0)}
 
 
-def window_of(spec: dict, modality: str) -> int:
+def window_of(spec: SeedASpec, modality: str) -> int:
     """Feature steps summed into one HGRN step for a modality (``hgrn_window``)."""
-    w = spec.get("hgrn_window", 1)
+    w = spec.hgrn_window
     return int(w.get(modality, 1)) if isinstance(w, dict) else int(w)
 
 
-def embeds(spec: dict, modality: str) -> bool:
+def embeds(spec: SeedASpec, modality: str) -> bool:
     """Whether a modality's feature vectors are embedded linearly before the HGRN (``hgrn_embed``)."""
-    e = spec.get("hgrn_embed", False)
+    e = spec.hgrn_embed
     return bool(e.get(modality, False)) if isinstance(e, dict) else bool(e)
 
 
@@ -304,17 +211,17 @@ class HGRNHead(nn.Module):
     ``modalities``: those the head serves (joint: both, each with its own window and embedding).
     """
 
-    def __init__(self, dim: int, spec: dict, hopfield: bool, num_classes: int | None = None,
+    def __init__(self, dim: int, spec: SeedASpec, hopfield: bool, num_classes: int | None = None,
                  modalities: tuple[str, ...] | None = None) -> None:
         super().__init__()
-        hidden = int(spec["hgrn_dim"] or dim)
-        self.modality = spec.get("modality")
+        hidden = int(spec.hgrn_dim or dim)
+        self.modality = spec.modality
         modalities = modalities or (self.modality,)
-        self.hopfield = ModernHopfield(dim, spec["hopfield_patterns"], spec["hopfield_temperature"]) \
+        self.hopfield = ModernHopfield(dim, spec.hopfield_patterns, spec.hopfield_temperature) \
             if hopfield else None
         self.embed = nn.ModuleDict({m: nn.Linear(dim, dim) for m in modalities if embeds(spec, m)})
-        self.hgrn = HGRN(dim, hidden, spec["hgrn_layers"], spec["hgrn_mlp_ratio"])
-        self.readout = SpikingReadout(hidden, num_classes or spec["num_classes"], spec)
+        self.hgrn = HGRN(dim, hidden, spec.hgrn_layers, spec.hgrn_mlp_ratio)
+        self.readout = SpikingReadout(hidden, num_classes or spec.num_classes, spec)
         self.windows = {m: window_of(spec, m) for m in modalities}
 
     def forward(self, bb: BackboneOutput, return_gates: bool = False, modality: str | None = None):
@@ -342,14 +249,14 @@ class HGRNHead(nn.Module):
 class SeedAModel(nn.Module):
     """baseline / scl / hopfield / hgrn / hybrid on one modality."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: SeedASpec) -> None:
         super().__init__()
         self.spec = spec
-        with_output = spec["model"] not in HEAD_MODELS
-        self.backbone = _backbone(spec, spec["modality"], with_output)
+        with_output = spec.model not in HEAD_MODELS
+        self.backbone = _backbone(spec, spec.modality, with_output)
         self.feature_layer = _feature_layer(self.backbone, with_output)
         dim = _feature_dim(self.backbone, with_output)
-        kind = spec["model"]
+        kind = spec.model
         if kind in ("baseline", "scl"):
             self.head = SpikeCountReadout()
         elif kind == "hopfield":
@@ -359,7 +266,7 @@ class SeedAModel(nn.Module):
 
     def forward(self, x: torch.Tensor, record: bool = False) -> ModelOutput:
         if not isinstance(x, torch.Tensor):
-            raise ConfigError(f"model {self.spec['model']!r} takes one tensor [B, T, ...], got {type(x).__name__}")
+            raise ConfigError(f"model {self.spec.model!r} takes one tensor [B, T, ...], got {type(x).__name__}")
         bb = run_backbone(self.backbone, x, record, self.feature_layer)
         logits, features, head_spikes = self.head(bb)
         spikes = {**bb.spikes, **head_spikes} if record else None
@@ -399,7 +306,7 @@ class JointModel(nn.Module):
     labels are taken mod ``num_classes`` (10) by ``losses.model_loss``.
     """
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: SeedASpec) -> None:
         super().__init__()
         self.spec = spec
         visual = _backbone(spec, "visual", with_output=False)
@@ -408,9 +315,9 @@ class JointModel(nn.Module):
         if dims["visual"] != dims["audio"]:
             raise ConfigError(f"joint model: the visual and audio feature widths must match for the shared "
                               f"trunk, got {dims['visual']} and {dims['audio']} (spec keys visual_hidden/audio_hidden)")
-        self.backbone = JointEncoders(visual, audio, spec["input_shapes"])
+        self.backbone = JointEncoders(visual, audio, spec.input_shapes)
         self.feature_layer = {m: f"{m}.{_feature_layer(getattr(self.backbone, m), False)}" for m in dims}
-        self.head = HGRNHead(dims["visual"], spec, hopfield=False, num_classes=spec["num_classes"],
+        self.head = HGRNHead(dims["visual"], spec, hopfield=False, num_classes=spec.num_classes,
                              modalities=("visual", "audio"))
 
     def forward(self, x: torch.Tensor, record: bool = False, modality: str | None = None) -> ModelOutput:
@@ -431,16 +338,16 @@ class JointPart(nn.Module):
     ``JointModel`` computes on that modality. What a chip deployment of joint runs: the encoder
     on the chip, the trunk on the host (one deployment per modality)."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: SeedASpec) -> None:
         super().__init__()
         self.spec = spec
-        part = spec["part"]
+        part = spec.part
         self.backbone = _backbone(spec, part, with_output=False)
         self.feature_layer = _feature_layer(self.backbone, False)
         # the shared trunk with both modalities' embeddings, as in JointModel (its weights load as
         # they are); this part runs its own modality's
         self.head = HGRNHead(_feature_dim(self.backbone, False), spec, hopfield=False,
-                             num_classes=spec["num_classes"], modalities=("visual", "audio"))
+                             num_classes=spec.num_classes, modalities=("visual", "audio"))
 
     def forward(self, x: torch.Tensor, record: bool = False) -> ModelOutput:
         bb = run_backbone(self.backbone, x, record, self.feature_layer)
@@ -449,18 +356,20 @@ class JointPart(nn.Module):
                            spikes={**bb.spikes, **head_spikes} if record else None)
 
 
-def joint_part(model: JointModel, modality: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def joint_part(model: JointModel, modality: str) -> tuple[SeedASpec, dict[str, torch.Tensor]]:
     """(spec, state_dict) of ``modality``'s path through a trained joint model (``JointPart``):
     the spec is that modality's (dataset, input shape, time steps, bin width, layers)."""
     if modality not in ("visual", "audio"):
         raise ConfigError(f"joint: part must be visual or audio, got {modality!r}")
-    spec = copy.deepcopy(model.spec)
-    mod = spec.get("modalities", {}).get(modality, {})
-    spec.update({k: copy.deepcopy(v) for k, v in mod.items()
-                 if k in ("dataset", "timesteps", "dt", "input_shape")})
-    spec.update(part=modality, modality=modality, input_shape=list(spec["input_shapes"][modality]))
-    if spec.get("chip_native"):
-        spec["layers"] = copy.deepcopy(spec[f"{modality}_layers"])  # the ANN twin's stack
+    spec = model.spec
+    changes: dict[str, Any] = {}
+    mod = (spec.modalities or {}).get(modality)
+    if mod is not None:
+        changes.update(dataset=mod.dataset, timesteps=mod.timesteps, dt=mod.dt)
+    changes.update(part=modality, modality=modality, input_shape=list(spec.input_shapes[modality]))
+    if spec.chip_native:  # the ANN twin's stack
+        changes["layers"] = copy.deepcopy(spec.visual_layers if modality == "visual" else spec.audio_layers)
+    spec = spec.replace(**changes)
     prefix = f"backbone.{modality}."
     state = {("backbone." + k[len(prefix):]): v.detach().clone() for k, v in model.state_dict().items()
              if k.startswith(prefix)}
@@ -468,10 +377,10 @@ def joint_part(model: JointModel, modality: str) -> tuple[dict[str, Any], dict[s
     return spec, state
 
 
-def build_seed_a(spec: dict[str, Any]) -> nn.Module:
-    """A seed-A zoo model from its spec (defaults filled in; see ``fill_defaults``)."""
+def build_seed_a(spec: dict[str, Any] | SeedASpec) -> nn.Module:
+    """A seed-A zoo model from its spec (or its dict, defaults filled in; see ``fill_defaults``)."""
     spec = fill_defaults(spec)
-    if spec["model"] == "joint":
-        return JointPart(spec) if spec.get("part") is not None else JointModel(spec)
+    if spec.model == "joint":
+        return JointPart(spec) if spec.part is not None else JointModel(spec)
     return SeedAModel(spec)
 
