@@ -1,6 +1,11 @@
 """The typed model spec: checked where it is built, a round trip through its on-disk dict, and the
 dicts runs already hold (``tests/data/specs_v1.json``: every spec family as the zoo wrote them
-before the spec was typed, including what ``spikeport train`` and export add) still load."""
+before the spec was typed, including what ``spikeport train`` and export add) still load.
+
+The fixture was written by the untyped zoo itself (commit f7df59a): ``default_spec`` for each
+model, variant, width and option below, the keys ``spikeport train`` / ``qat`` added to its
+result (dt, preset, root, finetuned_for / finetuned_from), and ``seed_a.joint_part`` /
+``scmrl.chip_part`` of built models."""
 from __future__ import annotations
 
 import dataclasses
