@@ -195,7 +195,7 @@ def test_part_specs_are_those_the_untyped_zoo_wrote():
 
 
 def test_hgrn_embedding_defaults_per_model():
-    assert SeedASpec(model="hgrn", input_shape=[700], num_classes=20).hgrn_embed == {"visual": False, "audio": True}
+    assert SeedASpec(model="hgrn", input_shape=[700], num_classes=20).hgrn_embed == {"visual": True, "audio": True}
     assert SeedASpec(model="joint").hgrn_embed == {"visual": True, "audio": True}
     assert SeedASpec(model="joint", hgrn_embed=False).hgrn_embed is False
     assert spec_from_dict(OLD["joint-nmnist-embedded+shd-embedded"]).hgrn_embed is False  # stored before the key

@@ -320,7 +320,7 @@ def test_audio_hgrn_steps_are_window_counts_through_an_embedding():
     torch.manual_seed(0)
     net = build_seed_a(_spec("hgrn", "audio"))
     assert net.spec.hgrn_window == {"visual": 1, "audio": 4}
-    assert net.spec.hgrn_embed == {"visual": False, "audio": True}
+    assert net.spec.hgrn_embed == {"visual": True, "audio": True}
     head = net.head
     trains = (torch.rand(T, 2, 24) < 0.2).float()
     seen = {}
@@ -331,9 +331,11 @@ def test_audio_hgrn_steps_are_window_counts_through_an_embedding():
     counts = np.stack([a[:, 0:4].sum(1), a[:, 4:6].sum(1)], axis=1)  # T = 6: windows of 4 and 2 steps
     w, b = head.embed["audio"].weight.detach().numpy(), head.embed["audio"].bias.detach().numpy()
     np.testing.assert_allclose(seen["x"].numpy(), counts @ w.T + b, rtol=1e-5, atol=1e-6)
-    # visual features (T = 25 on the embedded data, denser) go to the HGRN step by step, unembedded
+    # visual features (T = 25 on the embedded data, denser) go to the HGRN step by step, embedded
     vis = build_seed_a(_spec("hgrn", "visual"))
-    assert vis.head.windows == {"visual": 1} and len(vis.head.embed) == 0
+    assert vis.head.windows == {"visual": 1} and list(vis.head.embed) == ["visual"]
+    plain = build_seed_a({**_spec("hgrn", "visual"), "hgrn_embed": False})
+    assert len(plain.head.embed) == 0
     # joint: one window and embedding per modality in front of the one shared trunk
     joint = build_seed_a({**_spec("joint", "visual"), "num_classes": 10})
     assert joint.head.windows == {"visual": 1, "audio": 4} and list(joint.head.embed) == ["visual", "audio"]
