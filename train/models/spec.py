@@ -52,7 +52,6 @@ Layer = dict[str, Any]
 #: embedding: hgrn 0.882 / 0.833 / 0.826 -> 0.924 / 0.917 / 0.938, hybrid 0.903 / 0.882 / 0.917 ->
 #: 0.944 / 0.944 / 0.951.
 HGRN_EMBED = {"visual": True, "audio": True}
-JOINT_HGRN_EMBED = {"visual": True, "audio": True}
 
 # A field's ``record`` metadata says when ``to_dict`` writes it: "always", or "if-set" (only when
 # it differs from its default; the zoo never wrote these keys unless they were given).
@@ -361,7 +360,7 @@ class SeedASpec(ModelSpec):
     # steps, as many as the visual data have (see seed_a.HGRNHead).
     hgrn_window: int | dict[str, int] = _always(factory=lambda: {"visual": 1, "audio": 4})
     # A linear embedding of each (window's) spike vector before the HGRN blocks, per modality: a
-    # bool or {"visual": b, "audio": b}. None: HGRN_EMBED, or JOINT_HGRN_EMBED for joint.
+    # bool or {"visual": b, "audio": b}. None: HGRN_EMBED.
     hgrn_embed: bool | dict[str, bool] | None = _always()
     scl_weight: float = _always(0.1)
     scl_temperature: float = _always(0.07)
@@ -396,7 +395,7 @@ class SeedASpec(ModelSpec):
         if self.beta is None:
             self._set("beta", 1.0 if self.chip_native else 0.9)
         if self.hgrn_embed is None:
-            self._set("hgrn_embed", copy.deepcopy(JOINT_HGRN_EMBED if self.model == "joint" else HGRN_EMBED))
+            self._set("hgrn_embed", copy.deepcopy(HGRN_EMBED))
         if self.model == "joint":
             shapes = self.input_shapes or {}
             self._set("input_shapes", {m: list(shapes.get(m, DEFAULT_INPUT_SHAPES[m])) for m in ("visual", "audio")})
