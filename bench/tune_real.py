@@ -33,6 +33,9 @@ def main() -> int:
     ap.add_argument("--cfg", default="{}", help="TrainConfig keys as JSON (epochs, lr, shift_px, ema, ...)")
     ap.add_argument("--channels", default=None,
                     help="conv channels of the chip-native stack, e.g. 32,64,32 (default: --width's)")
+    ap.add_argument("--bn", choices=("none", "hidden", "all"), default="none",
+                    help="BatchNorm after the weight layers while training: none, all but the output, all")
+    ap.add_argument("--dense", type=int, default=None, help="width of the hidden dense layer")
     ap.add_argument("--log", type=Path, default=None)
     a = ap.parse_args()
     root = dataset_root(a.root)
@@ -61,15 +64,24 @@ def main() -> int:
         for layer, c in zip(convs, chans):
             layer["out_channels"] = c
         spec = spec.replace(layers=layers)
+    if a.bn != "none" or a.dense:
+        layers = [dict(layer) for layer in spec.layers]
+        weights = [layer for layer in layers if layer["type"] in ("conv", "dense")]
+        for layer in weights[:-1] if a.bn == "hidden" else weights if a.bn == "all" else []:
+            layer["batch_norm"] = True
+        if a.dense:
+            weights[-2]["out_features"] = a.dense
+        spec = spec.replace(layers=layers)
     seed_everything(a.seed)   # as spikeport train does: the initial weights depend on the seed only
     model = build_model(spec)
     t0 = time.perf_counter()
     res = fit(model, spec, [data["train"]], [data["val"]], cfg)
     accs = [r["val_accuracy"] for r in res.history]
-    line = dict(name=a.name, seed=a.seed, cfg=values, width=a.width, channels=a.channels,
+    line = dict(name=a.name, seed=a.seed, cfg=values, width=a.width, channels=a.channels, bn=a.bn, dense=a.dense,
                 timesteps=a.timesteps, bin_s=a.bin_s,
                 best_val=res.best_val_accuracy, best_epoch=res.best_epoch, last_val=accs[-1],
                 mean_last5=sum(accs[-5:]) / len(accs[-5:]), last_train=res.history[-1]["train_accuracy"],
+                curve=[round(v, 4) for v in accs],
                 wall_s=time.perf_counter() - t0)
     print(json.dumps(line), flush=True)
     if a.log is not None:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from spikeport.errors import UnsupportedNodeError
+from spikeport.export.bn_fold import fold_batchnorm
 from spikeport.export.neurons import neuron_node
 
 
@@ -125,8 +126,10 @@ def layers_to_nir(layers: Iterable[tuple[str, nn.Module]], input_shape: list[int
 
 
 def chip_native_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[str, tuple[str, nn.Linear]]]:
-    """The ordered layers of a ChipNativeSNN and its recurrent weights, by NIR node name."""
-    layers = list(model.blocks.items())
+    """The ordered layers of a ChipNativeSNN and its recurrent weights, by NIR node name; a
+    BatchNorm (``"batch_norm": true`` layers, inference statistics) is folded into the conv or
+    linear before it, so the graph holds plain weights and biases."""
+    layers = fold_batchnorm(list(model.blocks.items()))
     rec_of = getattr(model, "rec_of", {})
     recurrent = {lif: (rec, model.recurrent[rec]) for lif, rec in rec_of.items()}
     return layers, recurrent

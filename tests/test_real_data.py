@@ -204,3 +204,42 @@ def test_train_on_val_and_the_regularisers_from_a_config_file(train_only_root, t
     assert config["augment"] == 0 and config["train_on_val"] is False
     assert all(config[k] == v for k, v in DEFAULT_REGULARISERS["nmnist"].items())
     assert off.train_samples == 29 and off.best_val_accuracy is not None
+
+
+def test_batch_norm_run_saves_folded_layers_that_export_deploy_and_finetune(train_only_root, tmp_path):
+    from spikeport.deploy.run import deploy_run
+    from spikeport.export.run import export_run
+    from spikeport.train.checkpoint import RESUME_FILE, RESUME_FORMAT, load_run_model, read_checkpoint
+    from spikeport.train.run import train_run
+
+    run = tmp_path / "runs" / "bn"
+    train_run(model="baseline", dataset="nmnist", out=run, chip_native=True, root=train_only_root,
+              epochs=1, progress=False, batch_norm=True, train_on_val=False)
+    assert yaml.safe_load((run / "config.yaml").read_text())["batch_norm"] is True
+    # trained with BatchNorm (the resume state holds its statistics), saved folded
+    state = read_checkpoint(run / RESUME_FILE, RESUME_FORMAT)
+    assert any(k.startswith("blocks.bn") and k.endswith("running_var") for k in state["model"])
+    assert sum("batch_norm" in layer for layer in state["spec"]["layers"]) == 4   # all but the output
+    model, spec = load_run_model(run)
+    assert not any(name.startswith("bn") for name in model.blocks)
+    assert all("batch_norm" not in layer for layer in spec.layers)
+    info = export_run(run, samples=4)
+    assert info.verification.exact
+    for target in ("loihi2", "speck"):
+        assert deploy_run(run, target=target, samples=4).samples == 4
+    ft = train_run(model="baseline", dataset="nmnist", out=tmp_path / "runs" / "ft", chip_native=True,
+                   root=train_only_root, progress=False, finetune_for="loihi2", init_from=str(run),
+                   finetune_epochs=1)
+    assert ft.finetune["target"] == "loihi2"
+
+
+def test_batch_norm_is_only_for_chip_native_models(train_only_root, tmp_path):
+    from spikeport.errors import ConfigError
+    from spikeport.train.run import train_run
+
+    with pytest.raises(ConfigError, match="batch_norm"):
+        train_run(model="baseline", dataset="nmnist", out=tmp_path / "r", root=train_only_root,
+                  epochs=1, progress=False, batch_norm=True)
+    with pytest.raises(ConfigError, match="batch_norm: must be true or false"):
+        train_run(model="baseline", dataset="nmnist", out=tmp_path / "r", chip_native=True,
+                  root=train_only_root, epochs=1, progress=False, batch_norm="yes")

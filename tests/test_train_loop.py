@@ -113,7 +113,8 @@ def test_early_stopping_on_flat_validation():
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("lr", 0.0), ("lr", -1e-3), ("batch_size", 0),
                                        ("grad_clip", 0), ("patience", 0), ("device", "tpu"),
                                        ("shift_px", -1), ("drop_p", 1.0), ("label_smoothing", 1.0),
-                                       ("spike_dropout", -0.1), ("ema", 1.0)])
+                                       ("spike_dropout", -0.1), ("ema", 1.0), ("warmup_epochs", -1),
+                                       ("warmup_epochs", 10)])
 def test_config_out_of_range_names_the_key(key, value):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         TrainConfig(**{key: value}).validate()
@@ -219,3 +220,33 @@ def test_spike_dropout_acts_in_training_only():
     assert not torch.equal(model(x).logits, ref)
     model.spike_dropout = 0.0
     assert torch.equal(model(x).logits, ref)  # training mode itself changes nothing else
+
+
+def test_warmup_ramps_the_lr_linearly_then_follows_the_cosine():
+    import math
+    model, spec = make("shd-embedded")
+    x, y = toy_data(spec, 16)   # 2 steps an epoch
+    lr, min_lr, epochs, warm = 1e-2, 1e-4, 4, 1
+    seen: list[float] = []
+    opt_lr = {}
+
+    def record(epoch: int, step: int) -> None:   # the lr the next step will use
+        seen.append(opt_lr["opt"].param_groups[0]["lr"])
+
+    import spikeport.train.loop as loop
+    make_scheduler = loop.make_scheduler
+
+    def spy(optimizer, cfg, steps):  # keep the optimizer to read its lr after every step
+        opt_lr["opt"] = optimizer
+        return make_scheduler(optimizer, cfg, steps)
+
+    loop.make_scheduler = spy
+    try:
+        cfg = TrainConfig(epochs=epochs, batch_size=8, lr=lr, min_lr=min_lr, warmup_epochs=warm, progress=False)
+        fit(model, spec, [(x, y)], [], cfg, on_step=record)
+    finally:
+        loop.make_scheduler = make_scheduler
+    # by hand: steps 1..2 ramp from lr/100 to lr; the remaining 6 steps are a cosine to min_lr
+    ramp = [lr * (0.01 + 0.99 * k / 2) for k in (1, 2)]
+    cosine = [min_lr + (lr - min_lr) * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(1, 7)]
+    assert seen == pytest.approx(ramp + cosine, rel=1e-6)

@@ -64,6 +64,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     spike_dropout: float = 0.0
     ema: float = 0.0
+    # Linear learning-rate warmup over the first ``warmup_epochs`` epochs (from lr / 100), then the
+    # cosine over the remaining steps (0: cosine from the first step, as before).
+    warmup_epochs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,13 +109,15 @@ class TrainConfig:
         need("spike_dropout", is_num(self.spike_dropout) and 0 <= self.spike_dropout < 1,
              "must be a number in [0, 1)")
         need("ema", is_num(self.ema) and 0 <= self.ema < 1, "must be a number in [0, 1)")
+        need("warmup_epochs", is_int(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,
+             "must be an integer in [0, epochs)")
         return self
 
 
 #: Keys a config file may hold: the CLI options and the recipe.
 RUN_KEYS = ("model", "dataset", "out", "chip_native", "ann", "root", "max_samples", "timesteps",
             "width", "beta", "preset", "augment", "bin_s", "split",
-            "finetune_for", "finetune_epochs", "init_from", "readout", "train_on_val")
+            "finetune_for", "finetune_epochs", "init_from", "readout", "train_on_val", "batch_norm")
 CONFIG_KEYS = RUN_KEYS + tuple(f.name for f in fields(TrainConfig))
 
 

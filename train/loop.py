@@ -125,6 +125,19 @@ def augment_batch(x: Inputs, cfg: TrainConfig) -> Inputs:
     return augment_frames(x, cfg.shift_px, cfg.drop_p)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine from ``lr`` to ``min_lr`` over all steps; with ``warmup_epochs`` a linear ramp from
+    ``lr / 100`` over those epochs first and the cosine over the rest (stepped once a batch)."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if not warm:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=cfg.min_lr)
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warm)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warm, 1), eta_min=cfg.min_lr)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warm])
+
+
 # --- random generator states (saved as tensors/ints so weights_only loading accepts them) ---
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
@@ -274,8 +287,7 @@ def fit(model: nn.Module, spec: ModelSpec, train: Sequence[Stream], val: Sequenc
     if cfg.ema:
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     steps_per_epoch = len(epoch_schedule(train, 0, cfg, ctx))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(cfg.epochs * steps_per_epoch, 1), eta_min=cfg.min_lr)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     history: list[dict[str, Any]] = []

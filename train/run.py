@@ -26,7 +26,8 @@ from spikeport.train.config import CHIP_NATIVE_LR, DEFAULT_EPOCHS, DEFAULT_REGUL
 from spikeport.train.loop import (FitResult, Stream, StopFlag, evaluate_streams, fit, loss_function, seed_everything,
                                   sigint_checkpoint)
 from spikeport.train.models import GAINED_MODELS, build_model, chip_native_lr, default_spec
-from spikeport.train.models.spec import ModelSpec, SeedASpec, spec_from_dict
+from spikeport.train.models.chip_native import fold_batch_norm, has_batch_norm
+from spikeport.train.models.spec import ChipNativeSpec, ModelSpec, SeedASpec, spec_from_dict
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -41,6 +42,18 @@ DEFAULT_AUGMENT: dict[str, int] = {}
 DEFAULT_TRAIN_ON_VAL: dict[str, bool] = {"nmnist": True}
 #: Chip-native stack width a dataset gets when none is given (``--width`` / config key ``width``).
 DEFAULT_WIDTH: dict[str, str] = {"nmnist": "medium"}
+#: Datasets whose chip-native models train with a BatchNorm after every hidden conv/dense layer
+#: by default (config key ``batch_norm``); it is folded into the weights and biases when training
+#: ends, so the saved model, export and the chips see plain layers with bias.
+DEFAULT_BATCH_NORM: dict[str, bool] = {}
+
+
+def with_batch_norm(spec: ChipNativeSpec) -> ChipNativeSpec:
+    """A chip-native spec whose hidden weight layers (all but the output) have ``batch_norm``."""
+    layers = [dict(layer) for layer in spec.layers]
+    for layer in [layer for layer in layers if layer["type"] in ("conv", "dense")][:-1]:
+        layer["batch_norm"] = True
+    return spec.replace(layers=layers)
 
 
 def resolve_options(cli: dict[str, Any], config: Optional[Path]) -> dict[str, Any]:
@@ -211,6 +224,15 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
                             options=opts.get("model_options"))
         if isinstance(spec, SeedASpec):  # recorded in config.yaml too: which head readout this run trained
             opts["readout"] = spec.readout
+        if opts.get("batch_norm") is None:
+            opts["batch_norm"] = bool(DEFAULT_BATCH_NORM.get(opts["dataset"], False)
+                                      and isinstance(spec, ChipNativeSpec))
+        if not isinstance(opts["batch_norm"], bool):
+            raise ConfigError(f"batch_norm: must be true or false, got {opts['batch_norm']!r}")
+        if opts["batch_norm"]:
+            if not isinstance(spec, ChipNativeSpec):
+                raise ConfigError("batch_norm: only chip-native SNNs (--chip-native, not --ann) take it")
+            spec = with_batch_norm(spec)
         if "bin_s" in data:
             spec = spec.replace(dt=data["bin_s"])   # seconds a bin: the data's and the neurons' step
         spec = spec.replace(preset=data["preset"])
@@ -222,6 +244,8 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
     if opts.get("finetune_for") is not None or opts.get("init_from") is not None:
         from spikeport.train.qat import prepare_finetune
         init_model, spec = prepare_finetune(opts, spec, resume)
+        if init_model is not None and isinstance(spec, ChipNativeSpec) and has_batch_norm(spec):
+            init_model, spec = fold_batch_norm(init_model, spec)   # the grid is that of the folded layers
     ctx = distributed.init_from_env(cfg.device)
     try:
         return _train(spec, cfg, opts, out, root, ctx, state, init_model)
@@ -295,6 +319,10 @@ def _train(spec: ModelSpec, cfg: TrainConfig, opts: dict[str, Any], out: Path, r
                          stream_names=names)
     else:  # fine-tuning a trained run: no plain training
         result = FitResult(history=[], best_epoch=0, best_val_accuracy=None)
+    if isinstance(spec, ChipNativeSpec) and has_batch_norm(spec):
+        # BatchNorm (inference statistics) folded into the weights and biases: model.pt, export,
+        # fine-tuning and the chips see plain layers; the outputs are those of the eval-mode model
+        model, spec = fold_batch_norm(model, spec)
     finetuned = None
     if opts.get("finetune_for") is not None:
         from spikeport.train.qat import finetune_stage

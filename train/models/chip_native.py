@@ -2,7 +2,9 @@
 
 Rules that make a network chip-native (issue "Train", item 4):
 - only Conv2d, Flatten, Linear and spiking neurons; downsampling by strided convolution
-  (no max pooling, no batch norm);
+  (no max pooling); a layer spec may ask for a BatchNorm after its weights while training
+  (``"batch_norm": true``), which ``fold_batch_norm`` folds into the weights and bias, so the
+  chips see a plain conv/linear layer with bias;
 - every weight layer is followed by a snntorch ``Leaky`` with ``reset_mechanism="zero"``,
   inside the time loop, up to the output layer; the prediction is the output spike count.
 
@@ -59,6 +61,13 @@ def _out_hw(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _batch_norm(layer: LayerSpec) -> bool:
+    flag = layer.get("batch_norm", False)
+    if not isinstance(flag, bool):
+        raise ValueError(f"chip-native layer {layer!r}: batch_norm must be true or false")
+    return flag
+
+
 class ChipNativeSNN(nn.Module):
     """A feed-forward SNN built from a list of layer specs; each weight layer gets a LIF after it.
 
@@ -89,6 +98,8 @@ class ChipNativeSNN(nn.Module):
                 k, s, p = spec["kernel_size"], spec.get("stride", 1), spec.get("padding", 0)
                 self.blocks[f"conv{n_conv}"] = nn.Conv2d(c, spec["out_channels"], k, s, p, bias=bias)
                 shape = [spec["out_channels"], _out_hw(h, k, s, p), _out_hw(w, k, s, p)]
+                if _batch_norm(spec):
+                    self.blocks[f"bn{n_lif + 1}"] = nn.BatchNorm2d(spec["out_channels"])
             elif kind == "flatten":
                 self.blocks["flatten"] = nn.Flatten(start_dim=1)
                 shape = [int(torch.tensor(shape).prod())]
@@ -97,6 +108,8 @@ class ChipNativeSNN(nn.Module):
                 n_fc += 1
                 self.blocks[f"fc{n_fc}"] = nn.Linear(shape[0], spec["out_features"], bias=bias)
                 shape = [spec["out_features"]]
+                if _batch_norm(spec):
+                    self.blocks[f"bn{n_lif + 1}"] = nn.BatchNorm1d(spec["out_features"])
                 if spec.get("recurrent", False):
                     n = spec["out_features"]
                     self.recurrent[f"rec{n_lif + 1}"] = nn.Linear(n, n, bias=False)
@@ -177,6 +190,38 @@ class ChipNativeSNN(nn.Module):
             h = train.reshape(steps * batch, *train.shape[2:])
         out = h.reshape(steps, batch, *h.shape[1:])
         return ModelOutput(logits=out.sum(0), features=features, spikes=recorded if record else None)
+
+
+def has_batch_norm(spec: ChipNativeSpec) -> bool:
+    return any(_batch_norm(layer) for layer in spec.layers)
+
+
+@torch.no_grad()
+def fold_batch_norm(model: ChipNativeSNN, spec: ChipNativeSpec) -> tuple[ChipNativeSNN, ChipNativeSpec]:
+    """The model with every BatchNorm folded into the conv/linear before it (inference statistics),
+    and its spec without ``batch_norm`` keys: a plain chip-native model computing what ``model``
+    computes in eval mode. A model without BatchNorm comes back as it is."""
+    if not has_batch_norm(spec):
+        return model, spec
+    if not spec.bias:
+        raise ValueError("chip-native spec: batch_norm needs bias=true (the folded shift is a bias)")
+    from spikeport.export.bn_fold import fold_batchnorm
+
+    plain_spec = spec.replace(layers=[{k: v for k, v in layer.items() if k != "batch_norm"}
+                                      for layer in spec.layers])
+    folded = dict(fold_batchnorm(list(model.blocks.items())))
+    plain = build_chip_native(plain_spec).to(next(model.parameters()).device)
+    state = {}
+    for name, module in plain.blocks.items():
+        for key, value in folded[name].state_dict().items():
+            state[f"blocks.{name}.{key}"] = value
+    for key, value in model.recurrent.state_dict().items():
+        state[f"recurrent.{key}"] = value
+    plain.load_state_dict(state)
+    for attr in ("fused_neurons", "spike_dropout"):
+        if hasattr(model, attr):
+            setattr(plain, attr, getattr(model, attr))
+    return plain.train(model.training), plain_spec
 
 
 def build_chip_native(spec: ChipNativeSpec) -> ChipNativeSNN:
