@@ -219,7 +219,7 @@ def test_batch_norm_run_saves_folded_layers_that_export_deploy_and_finetune(trai
     # trained with BatchNorm (the resume state holds its statistics), saved folded
     state = read_checkpoint(run / RESUME_FILE, RESUME_FORMAT)
     assert any(k.startswith("blocks.bn") and k.endswith("running_var") for k in state["model"])
-    assert sum("batch_norm" in layer for layer in state["spec"]["layers"]) == 4   # all but the output
+    assert sum("batch_norm" in layer for layer in state["spec"]["layers"]) == 5   # every weight layer
     model, spec = load_run_model(run)
     assert not any(name.startswith("bn") for name in model.blocks)
     assert all("batch_norm" not in layer for layer in spec.layers)

@@ -42,17 +42,19 @@ DEFAULT_AUGMENT: dict[str, int] = {}
 DEFAULT_TRAIN_ON_VAL: dict[str, bool] = {"nmnist": True}
 #: Chip-native stack width a dataset gets when none is given (``--width`` / config key ``width``).
 DEFAULT_WIDTH: dict[str, str] = {"nmnist": "medium"}
-#: Datasets whose chip-native models train with a BatchNorm after every hidden conv/dense layer
-#: by default (config key ``batch_norm``); it is folded into the weights and biases when training
-#: ends, so the saved model, export and the chips see plain layers with bias.
-DEFAULT_BATCH_NORM: dict[str, bool] = {}
+#: Datasets whose chip-native models train with a BatchNorm after every conv/dense layer by
+#: default (config key ``batch_norm``); it is folded into the weights and biases when training
+#: ends, so the saved model, export and the chips see plain layers with bias. Real N-MNIST: chosen
+#: on the validation recordings of three folds (bench/tune_real.py; README "Real N-MNIST").
+DEFAULT_BATCH_NORM: dict[str, bool] = {"nmnist": True}
 
 
 def with_batch_norm(spec: ChipNativeSpec) -> ChipNativeSpec:
-    """A chip-native spec whose hidden weight layers (all but the output) have ``batch_norm``."""
+    """A chip-native spec whose weight layers (conv and dense, the output's too) have ``batch_norm``."""
     layers = [dict(layer) for layer in spec.layers]
-    for layer in [layer for layer in layers if layer["type"] in ("conv", "dense")][:-1]:
-        layer["batch_norm"] = True
+    for layer in layers:
+        if layer["type"] in ("conv", "dense"):
+            layer["batch_norm"] = True
     return spec.replace(layers=layers)
 
 
