@@ -95,6 +95,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikeport.deploy import int_products as ip
 from spikeport.deploy.engine_common import KERNELS, njit, run_chunks
 from spikeport.deploy.loihi.quantize import QuantLayer, QuantNet
 
@@ -114,6 +115,12 @@ EVENTS = ("auto", "always", "never", "kernel")
 # transposing input copy and the recorded trains' copies back to (C, H, W) cost as much on the
 # benchmark's network (measured in one run: 0.9-1.0x), so off by default; the results are the same
 CHANNELS_LAST = False
+# int8 x int8 -> int32 products (``deploy/int_products.py``) where every operand fits int8: None = dense
+# layers always (5-7x faster products) and convolutions where ``int_products.conv_pays`` estimates the
+# im2col + int8 product cheaper than oneDNN's float convolution (not on the benchmark's small channel
+# counts); True = every layer where the operands fit; False = none (the float products throughout).
+# Results are the same either way.
+INT8: bool | None = None
 
 
 @dataclass
@@ -164,6 +171,11 @@ class _Plan:
     out_hwc: bool = False      # conv output kept channels-last: neurons in (H, W, C) order
     events: "_EventTable | None" = None
     kernel: "_KernelLayer | None" = None  # constants of the compiled event-driven run, where it applies
+    int8_dense: torch.Tensor | None = None   # dense [n_in, n_out] int8 with weight = int8_dense << int8_shift
+    int8_conv: "ip.ConvInt8 | None" = None   # a convolution's int8 constants
+    int8_shift: int = 0
+    int8_check: bool = False                 # payloads may exceed 127: each chunk's maximum is checked
+    int8_why: str = ""                       # why the float product runs (empty where int8 runs)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -197,7 +209,7 @@ def _fingerprint(net: QuantNet) -> int:
 def _cached_plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device) -> list[_Plan]:
     """``_plan`` once per (network, steps, arithmetic, device): converting and permuting weights and
     building event tables costs as much as running a few samples."""
-    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device), CHANNELS_LAST)
+    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device), CHANNELS_LAST, INT8)
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
         if hit is not None and hit[0]() is net:
@@ -265,10 +277,55 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device |
         p.delays = _delay_groups(q, p.weight, rows)
         if p.mode != "int64" and p.delays is None:
             p.events = _event_table(p)
+        _plan_int8(p, max_payload(net) if i == 0 else 1)
     if _kernel_applies(plans):
         for p in plans:
             p.kernel = _kernel_layer(p.q)
     return plans
+
+
+def _plan_int8(p: _Plan, payload: int) -> None:
+    """Whether the layer's product runs as int8 x int8 -> int32 (``int_products``; exact where every
+    weight is an int8 times a common power of two, every input payload is at most 127 and the
+    partial-sum bound is below 2**31), and its int8 constants; else ``int8_why`` says why not."""
+    q, lay = p.q, p.q.layer
+    why = ""
+    if INT8 is False:
+        why = "int8 products switched off"
+    elif p.mode == "int64":
+        why = "int64 reference"
+    elif p.device.type != "cpu":
+        why = "not on the CPU"
+    elif p.delays is not None:
+        why = "axonal delays"
+    elif p.in_hwc or p.out_hwc:
+        why = "channels-last layout"
+    elif p.bound >= ip.INT32_EXACT:
+        why = f"partial sums up to {p.bound} exceed int32"
+    if why:
+        p.int8_why = why
+        return
+    w8, shift, why = ip.int8_weight(q.weight)
+    if w8 is None:
+        p.int8_why = why
+        return
+    p.int8_check = payload > ip.INT8_MAX
+    if lay.kind == "dense":
+        p.int8_dense = w8.t().to(torch.int8).contiguous()
+        p.int8_shift = shift
+        return
+    conv, why = ip.conv_int8_plan(q.weight, (w8, shift, ""), lay.stride, lay.padding, lay.dilation, lay.groups,
+                                  lay.input_shape, lay.output_shape)
+    if conv is not None and INT8 is None and not ip.conv_pays(conv):
+        conv, why = None, "im2col + int8 estimated slower than the float convolution (int_products.conv_pays)"
+    p.int8_conv, p.int8_shift, p.int8_why = conv, shift, why
+
+
+def int8_layers(net: QuantNet, timesteps: int, device: str | torch.device = "cpu") -> dict[str, str]:
+    """Per layer, which product the torch paths run: "int8" or "float (why)" (for reports)."""
+    plans = _cached_plan(net, timesteps, "auto", torch.device(device))
+    return {p.q.name: "int8" + (" (payloads checked per chunk)" if p.int8_check else "")
+            if (p.int8_dense is not None or p.int8_conv is not None) else f"float ({p.int8_why})" for p in plans}
 
 
 def _delay_groups(q: QuantLayer, weight: torch.Tensor, rows: torch.Tensor | None = None
@@ -473,6 +530,12 @@ def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torc
     x = h if h.dtype == p.acc else h.to(p.acc)
     if weight is None and h.ndim == 3 and _use_events(p, x, events, n_events):
         return _synaptic_events(p, x, bias, graded)
+    if weight is None and (p.int8_dense is not None or p.int8_conv is not None) and (
+            not p.int8_check or float(h.max()) <= ip.INT8_MAX):  # payloads above 127: the float product
+        if p.int8_dense is not None:
+            return ip.dense_int8(h.reshape(t * b, -1), p.int8_dense, p.int8_shift, bias, p.acc).reshape(t, b, -1)
+        c, hh, ww = lay.input_shape
+        return ip.conv_int8(p.int8_conv, h.reshape(t * b, c, hh, ww), bias, p.acc).reshape(t, b, -1)
     if lay.kind == "conv":
         c, hh, ww = lay.input_shape
         standard = h.ndim == 5
