@@ -75,6 +75,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from spikeport.deploy import int_products as ip
 from spikeport.deploy.engine_common import run_chunks
 from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options
 from spikeport.deploy.speck.quantize import QuantisedForm
@@ -84,6 +85,11 @@ from spikeport.errors import ConfigError
 FLOAT32_EXACT = 2**24   # float32 holds every integer below this exactly
 FLOAT64_EXACT = 2**53
 SEMANTICS = ("stepped", "event")
+# int8 x int8 -> int32 products (``deploy/int_products.py``) on the quantised form, where a chunk's
+# event counts are at most 127 (checked per chunk unless proven): None = dense cores (a kernel covering
+# the whole input) always, convolutions where ``int_products.conv_pays`` estimates them cheaper; True =
+# every layer; False = none. Same results either way (the module notes: the int32 sums are exact).
+INT8: bool | None = None
 
 
 @dataclass
@@ -102,6 +108,14 @@ class LayerPlan:
     dense: bool                 # the kernel covers the whole unpadded input: a matrix product
     weight32: torch.Tensor | None = None  # float32 copies, where float32 is exact for them
     bias32: torch.Tensor | None = None
+    int8_dense: torch.Tensor | None = None   # [C_in*H*W, C_out] int8 (a dense core)
+    int8_conv: "ip.ConvInt8 | None" = None
+    int8_shift: int = 0                      # weight = int8 weight << int8_shift
+    int8_why: str = ""                       # why the float product runs (empty where int8 may run)
+
+    @property
+    def int8(self) -> bool:
+        return self.int8_dense is not None or self.int8_conv is not None
 
 
 @dataclass
@@ -171,11 +185,39 @@ def plan(form: ChipForm, timesteps: int, quant: QuantisedForm | None = None, max
             if p.weight_sum < FLOAT32_EXACT and p.bias_max < FLOAT32_EXACT:
                 p.weight32 = p.weight.float()
                 p.bias32 = p.bias.float() if p.bias is not None else None
+            _plan_int8(p)
     else:  # the float form: sinabs' float32 parameters as they are, and its convolution
         for p in layers:
             p.weight32, p.bias32 = p.layer.weight.float(), p.layer.bias.float()
             p.dense = False
     return out
+
+
+def _plan_int8(p: LayerPlan) -> None:
+    """The int8 constants of a quantised layer where its weights fit int8 (``int_products``)."""
+    lay = p.layer
+    if INT8 is False:
+        p.int8_why = "int8 products switched off"
+        return
+    w8, shift, why = ip.int8_weight(p.weight.to(torch.int64))
+    if w8 is None:
+        p.int8_why = why
+        return
+    if p.dense:
+        p.int8_dense = w8.reshape(w8.shape[0], -1).t().to(torch.int8).contiguous()
+        p.int8_shift = shift
+        return
+    out = tuple(lay.out_shape)
+    conv, why = ip.conv_int8_plan(w8, (w8, shift, ""), lay.stride, lay.padding, (1, 1), 1, tuple(lay.in_shape), out)
+    if conv is not None and INT8 is None and not ip.conv_pays(conv):
+        conv, why = None, "im2col + int8 estimated slower than the float convolution (int_products.conv_pays)"
+    p.int8_conv, p.int8_why = conv, why
+
+
+def int8_layers(plan_: EnginePlan) -> dict[str, str]:
+    """Per layer, which product the stepped run takes: "int8 (counts <= 127)" or "float (why)"."""
+    return {p.layer.name: "int8 where a chunk's counts are <= 127" if p.int8 else f"float ({p.int8_why or 'float form'})"
+            for p in plan_.layers}
 
 
 # --- time-stepped run --------------------------------------------------------------------------
@@ -189,14 +231,19 @@ def _pool(h: torch.Tensor, k: int) -> torch.Tensor:
     return h[:, :, :oh * k, :ow * k].reshape(n, c, oh, k, ow, k).sum((3, 5))
 
 
-def _synaptic(p: LayerPlan, h: torch.Tensor) -> torch.Tensor:
+def _synaptic(p: LayerPlan, h: torch.Tensor, int8: bool = False) -> torch.Tensor:
     """h [T*b, C, H, W] -> synaptic input [T*b, C_out * OH * OW] (bias included), all steps at once,
-    in h's dtype (float32 only where ``_chunk`` has proven it exact)."""
+    in h's dtype (float32 only where ``_chunk`` has proven it exact); ``int8``: h's counts are proven
+    at most 127, so the layer's int8 product (where planned) gives the same integers."""
     lay = p.layer
     if h.dtype == torch.float32:
         w, bias = p.weight32, p.bias32
     else:
         w, bias = p.weight, p.bias
+    if int8 and p.int8_dense is not None:
+        return ip.dense_int8(h.reshape(h.shape[0], -1), p.int8_dense, p.int8_shift, bias, h.dtype)
+    if int8 and p.int8_conv is not None:
+        return ip.conv_int8(p.int8_conv, h, bias, h.dtype).reshape(h.shape[0], -1)
     if p.dense:
         w = w.reshape(w.shape[0], -1)
         x = h.reshape(h.shape[0], -1)
@@ -282,7 +329,9 @@ def _chunk(plan_: EnginePlan, x: torch.Tensor, semantics: str, record: bool) -> 
             # float32 where the events prove every partial sum and state below 2**24, else float64
             f32 = p.weight32 is not None and (
                 proven or not plan_.integer or most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
-            a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64))
+            # int8 where the chunk's counts are at most 127 (a priori, or this chunk's peak); else float
+            int8 = p.int8 and plan_.integer and (most <= ip.INT8_MAX or (proven and _peak(h) <= ip.INT8_MAX))
+            a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64), int8)
             if not proven and plan_.integer and a.dtype == torch.float32:
                 if _state_max(p.threshold, p.floor, _peak(a), t, plan_.grows) >= FLOAT32_EXACT:
                     a = a.double()
