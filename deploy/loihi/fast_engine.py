@@ -96,7 +96,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeport.deploy import int_products as ip
-from spikeport.deploy.engine_common import KERNELS, njit, run_chunks
+from spikeport.deploy.engine_common import KERNELS, count_nonzero, njit, run_chunks
 from spikeport.deploy.loihi.quantize import QuantLayer, QuantNet
 
 MAX_UV = 2**23          # 24-bit states
@@ -1144,7 +1144,7 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
         # the compiled run pays where the first layer's events do (its dense layers are no faster
         # than the torch paths: the same convolutions, scans of about the same cost)
         probe = inputs[:batch_size]  # the first chunk's density stands for the rest (a pass over all costs 3-5 %)
-        kernel = _events_pay(plans[0], int(torch.count_nonzero(probe)), t * probe.shape[0])
+        kernel = _events_pay(plans[0], count_nonzero(probe), t * probe.shape[0])
     if events == "kernel" and not kernel:
         raise ValueError("events='kernel': the compiled event-driven run does not apply to this network "
                          "(it needs numba, the CPU, IF / LIF layers without current memory, recurrence or "
