@@ -30,27 +30,32 @@ DT = 1e-3
 pytestmark = pytest.mark.skipif(not ip.EXACT, reason="no exact int8 product on this CPU / torch build")
 
 
-def _if(shape) -> nir.NIRNode:
+def _if(shape, beta: float = 1.0) -> nir.NIRNode:
     shape = tuple(shape)
-    return nir.IF(r=np.full(shape, 1 / DT), v_threshold=np.ones(shape))
+    if beta == 1.0:
+        return nir.IF(r=np.full(shape, 1 / DT), v_threshold=np.ones(shape))
+    tau = DT / (1 - beta)
+    return nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / DT), v_leak=np.zeros(shape),
+                   v_threshold=np.ones(shape))
 
 
-def _graph(seed: int = 0) -> nir.NIRGraph:
-    """Two convolutions (one strided, padded) and two dense layers, IF neurons."""
+def _graph(seed: int = 0, beta: float = 1.0) -> nir.NIRGraph:
+    """Two convolutions (one strided, padded) and two dense layers, IF (or LIF) neurons."""
     rng = np.random.default_rng(seed)
+
     nodes = {
         "input": nir.Input(np.array([2, 12, 12])),
         "conv1": nir.Conv2d(input_shape=(12, 12), weight=rng.normal(0, 0.6, (4, 2, 3, 3)), stride=2, padding=1,
                             dilation=1, groups=1, bias=rng.normal(0, 0.05, 4)),
-        "lif1": _if((4, 6, 6)),
+        "lif1": _if((4, 6, 6), beta),
         "conv2": nir.Conv2d(input_shape=(6, 6), weight=rng.normal(0, 0.5, (8, 4, 3, 3)), stride=1, padding=1,
                             dilation=1, groups=1, bias=rng.normal(0, 0.05, 8)),
-        "lif2": _if((8, 6, 6)),
+        "lif2": _if((8, 6, 6), beta),
         "flatten": nir.Flatten(input_type={"input": np.array([8, 6, 6])}, start_dim=0),
         "fc1": nir.Affine(weight=rng.normal(0, 0.3, (12, 288)), bias=rng.normal(0, 0.05, 12)),
-        "lif3": _if((12,)),
+        "lif3": _if((12,), beta),
         "fc2": nir.Affine(weight=rng.normal(0, 0.6, (5, 12)), bias=rng.normal(0, 0.05, 5)),
-        "lif4": _if((5,)),
+        "lif4": _if((5,), beta),
         "output": nir.Output(np.array([5])),
     }
     names = list(nodes)
@@ -186,6 +191,26 @@ def test_loihi_int8_falls_back_where_an_operand_does_not_fit(monkeypatch):
         _equal(got.spikes, run_fast(net8, xs, record=True, arithmetic="int64").spikes)
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.9], ids=["if", "lif"])
+def test_loihi_compiled_and_torch_scans_equal_the_int64_reference(monkeypatch, beta):
+    """The compiled neuron scans (count and recorded train in the same pass) and the torch scans give
+    the int64 transcription's spikes, recorded or not, IF and LIF."""
+    net = quantize(loihi_layers(lower(_graph(seed=5, beta=beta), DT)), input_bits=3)
+    assert {p.mode for p in fe._plan(net, 10, "auto")} == {"if" if beta == 1.0 else "lif"}
+    x = _inputs(5, 10, (2, 12, 12), 0.3, seed=6, most=7)
+    ref = run_fast(net, x, record=True, arithmetic="int64")
+    assert all(int(ref.spikes[q.name].sum()) > 0 for q in net.layers)
+    for fused in (True, False):
+        monkeypatch.setattr(fe, "FUSED_SCAN", fused)
+        got = run_fast(net, x, record=True, batch_size=2, events="never")
+        _equal(got.spikes, ref.spikes)
+        bare = run_fast(net, x, batch_size=3, events="never")
+        assert torch.equal(bare.output, ref.output)
+        for name in ref.neuron_spikes:
+            assert torch.equal(got.neuron_spikes[name], ref.neuron_spikes[name])
+            assert torch.equal(bare.neuron_spikes[name], ref.neuron_spikes[name])
+
+
 # ------------------------------------------------------------------ Speck engine ------------------
 def _layer(name: str, in_shape, c_out: int, k: int, stride: int = 1, pad: int = 0, gain: float = 3.0,
            seed: int = 0) -> ChipLayer:
@@ -241,3 +266,18 @@ def test_speck_int8_path_equals_sinabs_and_falls_back_on_counts_above_127(monkey
     for mode in (None, False):
         monkeypatch.setattr(speck, "INT8", mode)
         _same(ref, speck.run(speck.plan(form, t, quant, max_input=float(x.max())), x, record=True))
+
+
+@pytest.mark.parametrize("reset,spikes", [("zero", "single"), ("subtract", "multi"), ("subtract", "single"),
+                                          ("zero", "multi")])
+def test_speck_compiled_and_torch_scans_equal_sinabs(monkeypatch, reset, spikes):
+    form = _form(reset, spikes)
+    quant = quantise(form, SpeckLimits.from_profile(load_profile("speck")))
+    g = torch.Generator().manual_seed(7)
+    x = (torch.rand(4, 7, 2, 16, 16, generator=g) < 0.15) * torch.randint(1, 3, (4, 7, 2, 16, 16), generator=g).float()
+    t = x.shape[1]
+    ref = simulate(build_chip_net(form, t, quant, max_input=float(x.max())), x, batch_size=4, record=True)
+    assert all(float(v.sum()) > 0 for v in ref.layers.values())
+    for fused in (True, False):
+        monkeypatch.setattr(speck, "FUSED_SCAN", fused)
+        _same(ref, speck.run(speck.plan(form, t, quant, max_input=float(x.max())), x, batch_size=3, record=True))
