@@ -19,10 +19,13 @@ Convolutions run as im2col + product: the float frames [F, C, H, W] are written 
 channels-last int8 frames (``_pad_hwc``), the patch matrix [F * OH * OW, kH * kW * C] is gathered from
 them a pixel's channels at a time as one machine word (``_im2col``: int16 / int32 / int64 views where
 C is 2 / 4 / 8k bytes), multiplied by the weights [kH * kW * C, C_out] and the int32 result written
-back as float [F, C_out, OH, OW] with the bias (one transposing pass). The layout work costs about as
-much as the float convolution saves on small channel counts, so the engines choose per layer with
-``conv_pays`` (measured constants below); dense layers always pay (5-7x faster products, one cheap
-conversion of the input).
+back as float [F, C_out, OH, OW] with the bias (``_to_chw``). On small channel counts the layout work
+costs more than the product saves (one thread, thread CPU time, 800 frames, float convolution against
+the int8 path: 2 -> 8 5x5 stride 2 on 34 x 34: 2.9-3.2 ms against 7.8 (the int8 product alone 0.9-1.3,
+the patch gather 3.7-4.0); 8 -> 16 3x3 s2 on 17 x 17: 1.0-1.1 against 3.3; 16 -> 16 3x3 s2 on 9 x 9:
+0.7-1.0 against 1.4), so the engines choose per layer with ``conv_pays`` (the measured constants
+below); dense layers always pay (400 -> 64 on 800 rows: 0.40 ms float, 0.05 int8 plus 0.02 for the
+input's conversion).
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ INT32_EXACT = 2**31
 # VNNI, one thread, thread CPU time, 800 frames of the benchmark's three convolutions: 2 -> 8 5x5 s2,
 # 8 -> 16 3x3 s2, 16 -> 16 3x3 s2): float convolution 0.029, 0.0125, 0.0154 ns a multiply-add (oneDNN
 # is least efficient on 2 input channels); int8 product 0.010, 0.0039, 0.0037 ns; gathering the patch
-# matrix 0.32 ns a byte with 2-byte words, 0.08-0.11 with 8-byte words; writing the padded int8
-# frames and converting the int32 result back about 0.5 ns and 0.15 ns an element.
+# matrix 0.65 ns a 2-byte word, 0.8-0.9 ns an 8-byte word; writing the padded int8 frames and
+# converting the int32 result back about 0.5 ns and 0.15-0.5 ns an element. The estimates err on
+# the float side (the int8 path measured 1.0-1.5x the estimate).
 FLOAT_NS_PER_MAC = {1: 0.03, 2: 0.03}      # by input channels; 0.015 otherwise
 FLOAT_NS_PER_MAC_DEFAULT = 0.015
 INT8_NS_PER_MAC = 0.006
