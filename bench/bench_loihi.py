@@ -167,10 +167,15 @@ def main() -> None:
         thin_sps = {ev: fast_rate(thin, record=True, clock=time.thread_time, events=ev, threads=1)[0]
                     for ev in ("auto", "never")}
         lava_thin_sps = n / lava_thin.run_s
+        plans = fe._cached_plan(net, thin.shape[1], "auto", torch.device("cpu"))
+        probe = thin[:args.batch_size]
+        auto_pick = ("compiled run" if all(p.kernel is not None for p in plans)
+                     and fe._events_pay(plans[0], int((probe != 0).sum()), probe.shape[0] * probe.shape[1])
+                     else "torch paths")
         print(f"\n[sparse input] the same {n} samples, each event kept with probability "
               f"{args.thin / float((xs != 0).float().mean()):.3f}: input density {100 * float((thin != 0).float().mean()):.2f} %; "
               f"equal to Lava on every layer and step: {thin_equal}")
-        print(f"  Lava {lava_thin_sps:.2f} samples/s; one thread, by its thread CPU time: fast engine (auto: compiled run) "
+        print(f"  Lava {lava_thin_sps:.2f} samples/s; one thread, by its thread CPU time: fast engine (auto: {auto_pick}) "
               f"{thin_sps['auto']:.1f} samples/s ({thin_sps['auto'] / lava_thin_sps:.0f}x), torch paths "
               f"{thin_sps['never']:.1f} ({thin_sps['never'] / lava_thin_sps:.0f}x)")
         _kernel_layers(net, thin, opts["batch_size"])

@@ -39,13 +39,25 @@ before the run, never assumed:
 ``run_fast(..., arithmetic="int64")`` runs the plain int64 transcription of the Lava models
 instead, the reference the fast paths are tested against.
 
-Where the time goes (CPU, one thread, the benchmark's N-MNIST network: 2 -> 8 -> 16 -> 16
-channels, 64, 10, T = 25, graded 4-bit input at 5.7 % density; ``bench/bench_loihi.py`` prints
-it): the first convolution (2 input channels, oneDNN's least efficient case: 0.032 ns a
-multiply-add against 0.015-0.02 ns for the others) about 30-40 %, the input copy and its event count
-10-20 %, the other products 15-20 %, the neuron scans (25 steps of a few small ops) and the
-recorded trains' copies the rest. What was tried, and kept where it pays:
+Where the time goes (CPU, one thread, thread CPU time, the benchmark's N-MNIST network: 2 -> 8 ->
+16 -> 16 channels, 64, 10, T = 25, graded 4-bit input at 5.7 % density, 20 samples, every layer
+recorded; ``bench/bench_loihi.py`` prints it): the three convolutions 2.8-3.0 ms (the first, 2 input
+channels, oneDNN's least efficient case at 0.03 ns a multiply-add, 1.7-1.9 of it), the input copy and
+count 0.25-0.7, the compiled neuron scans with their counts and recorded trains 0.35-0.65, the dense
+layers' int8 products 0.08: a whole call 0.24-0.27 ms a sample (3700-4200 samples/s; before the int8
+products and compiled scans 0.33-0.36). What was tried, and kept where it pays:
 
+- int8 x int8 -> int32 products (``deploy/int_products.py``, ``torch._int_mm``, exact: the weights are
+  the even 8-bit integers netx writes, ``w8 << 1``, the payloads at most 15, the partial sums proven
+  below 2**17): the dense layers 5-7x faster (400 -> 64: 0.40 -> 0.07 ms on 800 frames); for the
+  convolutions the im2col layout work (padded channels-last int8 frames, the patch gather) costs more
+  than the 2.5-3x faster product saves at these channel counts, so ``INT8 = None`` (default) chooses per
+  layer by the measured cost rule ``int_products.conv_pays`` and keeps oneDNN's float convolutions here;
+  ``INT8 = True`` forces every layer (tests), ``False`` none. Payloads above 127 (8-bit input) are
+  checked per chunk and fall back to the float product, as do weights no power of two brings into int8;
+- the neuron scans compiled (``_scan_fused_if`` / ``_lif``, ``FUSED_SCAN``): the torch scans' float
+  operations on the same integers, one pass a step with the count and the recorded train's copy
+  (lif1: 0.5 against 1.5 ms on 32 samples);
 - the compiled event-driven first layer (``_event_layer``, numba; ``events="auto"`` or
   ``"kernel"``): the input's nonzero entries become an event list in one pass; each event adds its
   weight vector (all output channels, contiguous) to the channel vector of every output pixel it
@@ -55,13 +67,13 @@ recorded trains' copies the rest. What was tried, and kept where it pays:
   (spikes passed on as event lists), for tests and measurements. The choice is per call, a cost
   model on the first chunk's event count (``KERNEL_EVENT_COST``: the accumulation alone costs 17-23
   multiply-adds of the dense product an added value, the whole compiled layer with its neuron update
-  and the frames it hands on breaks even near 1 % input density end to end); the hidden layers stay
-  on the torch paths (their convolutions run 2x faster a multiply-add, and torch's vectorised scan
-  beats the compiled neuron update). On the benchmark's input (5.7 %) the dense convolution is the
+  and the frames it hands on broke even near 1 % input density end to end, near 0.2 % since the torch
+  paths' scans are compiled too); the hidden layers stay on the torch paths (their convolutions run 2x
+  faster a multiply-add, and the vectorised scans beat the event-driven neuron update). On the benchmark's input (5.7 %) the dense convolution is the
   cheaper (first layer, 20 samples, thread CPU time: 3.6-5.3 ms of events against 2.0-2.6 ms + a
   0.4 ms torch scan; whole run 0.75-0.81x), so "auto" runs the torch paths there. Real N-MNIST
   recordings (50 of them, tonic's reader and ``ToFrame``) have 4.3 % nonzero entries at 25 bins and
-  0.6 % at 300, where the compiled layer is taken;
+  0.6 % at 300 (the compiled layer paid there before the scans were compiled; now near break-even);
 - event-driven accumulation in torch (``events="always"``; ``index_add_`` of weights, a dense
   layer's weight rows, a convolution's channel vectors): an indexed add costs 50-100 multiply-adds
   of oneDNN or MKL, so it pays below about 1-2 % (``EVENT_COST``), chosen per chunk;
@@ -997,7 +1009,10 @@ KERNEL_EVENTS: bool | None = None
 # second); with the compiled neuron update (about 1 ns a neuron, its spike loop does not vectorise,
 # against 0.3 ns for torch's scan) and the frames it writes for the torch paths, the whole run breaks
 # even near 1 % input density: 0.99-1.04x (best of 15) at 1 %, 0.75-0.81x at the benchmark's 5.7 %.
-KERNEL_EVENT_COST = 100.0
+# Since the torch paths' scans are compiled too (``_scan_fused_if``), the break-even moved to about
+# 0.2 %: compiled run against torch paths, 64 samples, best of 7: 1.06x at 0.1 %, 0.96x at 0.2 % and
+# 0.4 %, 0.86x at 0.8 % (and ``_input_events`` costs a full pass over the input either way).
+KERNEL_EVENT_COST = 400.0
 
 
 def _events_pay(p: _Plan, n_events: int, frames: int) -> bool:

@@ -36,20 +36,28 @@ floating-point operations as sinabs in float32; its convolutions may add in anot
 equal to sinabs up to float rounding, not proven bit for bit.
 
 Where the time goes (the demo's visual net, N-MNIST-like input at 5.7 % density, one thread, thread
-CPU time on 64 samples): the convolutions and products, the same float32 oneDNN ones sinabs runs,
-take 56 % of this engine's time (the 2-channel first convolution about half of all) and the
-step-by-step neuron update about 28 %. The gain over sinabs is sinabs' per-step overhead (an
-autograd function, a state clone and a dozen allocating operations a layer and step): 2.2x by CPU
-time with one thread; since both run the same convolutions, the ratio with one thread cannot exceed
-sinabs' time over this engine's convolution time (3.9x there), whatever the rest costs. Wall-clock
-ratios depend on the load and the threads (``bench/bench_speck.py`` measures one thread and the
-default threads in one run: 2.5-2.6x and 7.6-22x at load average 9-12 on 2 cores, where sinabs'
-threads suffer the load most). Tried and left out: scatter-based event accumulation in torch (10x
-slower than the dense convolution at this density), a compiled (numba) event-driven first layer as
-in the Loihi twin (the same 2 -> 8, 5 x 5, stride-2 shape there: 3.6-5.3 ms against 2.0-2.6 ms for
-the dense convolution on 20 samples at 6.5 % input density; it pays below about 1 %), and oneDNN's
-int8 convolution (exact for uint8 inputs, twice as fast from the second layer on, no faster on the
-2-channel first layer that dominates).
+CPU time on 64 samples): the convolutions, the same float32 oneDNN ones sinabs runs, take about two
+thirds of this engine's time (the 2-channel first convolution about half of all), the compiled neuron
+update (``_scan_kernel``, ``FUSED_SCAN``: one pass a step with the per-sample counts, the same
+integers as the torch ops) about a fifth, the dense cores' int8 products (``INT8``) next to nothing.
+By CPU time with one thread this engine is 2.7-2.9x sinabs (``bench/bench_speck.py``; before the
+int8 products and the compiled update 2.35-2.5x in the same runs); since both run the same
+convolutions, the ratio with one thread cannot exceed sinabs' time over this engine's convolution
+time (about 4.5x), whatever the rest costs. Wall-clock ratios depend on the load and the threads
+(``bench/bench_speck.py`` measures one thread and the default threads in one run: 2.8-3.2x and
+13-15x at load average 5 on 2 cores, where sinabs' threads suffer the load most). Tried and left
+out: scatter-based event accumulation in torch (10x slower than the dense convolution at this
+density), a compiled (numba) event-driven first layer as in the Loihi twin (the same 2 -> 8, 5 x 5,
+stride-2 shape there: 3.6-5.3 ms against 2.0-2.6 ms for the dense convolution on 20 samples at 6.5 %
+input density; it pays below about 1 %), oneDNN's int8 convolution (``onednn.qconv2d_pointwise``, exact
+with float output: 800 frames, 3.5 ms against 2.8 on the first layer, 0.77 against 0.89 and 0.46
+against 0.72 on the others, before the input's conversion to channels-last uint8, 0.6-1.5 ms) and
+im2col + ``torch._int_mm`` for the convolutions (``int_products``: the layout work costs more than
+the faster product saves on these channel counts; ``conv_pays`` chooses per layer).
+
+int8 products. The quantised weights are 8-bit integers and the inputs event counts: where a chunk's
+counts are at most 127 (proven a priori, or that chunk's peak), int8 x int8 -> int32 gives the same
+integers (``deploy/int_products.py``); a chunk with a count above 127 runs the float product.
 
 Event-driven semantics (``semantics="event"``): Speck has no time steps. Every event reaching a
 core adds its kernel weight to each neuron it reaches; the neuron then compares with threshold_high
