@@ -1013,6 +1013,7 @@ KERNEL_EVENTS: bool | None = None
 # 0.2 %: compiled run against torch paths, 64 samples, best of 7: 1.06x at 0.1 %, 0.96x at 0.2 % and
 # 0.4 %, 0.86x at 0.8 % (and ``_input_events`` costs a full pass over the input either way).
 KERNEL_EVENT_COST = 400.0
+PROBE_SAMPLES = 8  # samples whose input density decides "auto" (never changes results, only speed)
 
 
 def _events_pay(p: _Plan, n_events: int, frames: int) -> bool:
@@ -1158,7 +1159,9 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
     if kernel and events == "auto":
         # the compiled run pays where the first layer's events do (its dense layers are no faster
         # than the torch paths: the same convolutions, scans of about the same cost)
-        probe = inputs[:batch_size]  # the first chunk's density stands for the rest (a pass over all costs 3-5 %)
+        # the first samples' density stands for the rest: a pass over all of them costs 3-5 %, and even
+        # one chunk's (32 samples) about 5 % of a call on 20 samples
+        probe = inputs[:min(batch_size, PROBE_SAMPLES)]
         kernel = _events_pay(plans[0], count_nonzero(probe), t * probe.shape[0])
     if events == "kernel" and not kernel:
         raise ValueError("events='kernel': the compiled event-driven run does not apply to this network "
