@@ -163,9 +163,10 @@ class ConvInt8:
         return t_float, t_int
 
 
-def conv_int8_plan(weight: np.ndarray | torch.Tensor, shift_weight: tuple[torch.Tensor | None, int, str],
-                   stride, padding, dilation, groups: int, in_shape, out_shape) -> tuple[ConvInt8 | None, str]:
-    """The int8 constants of a convolution, or (None, why not)."""
+def conv_int8_plan(shift_weight: tuple[torch.Tensor | None, int, str], stride, padding, dilation, groups: int,
+                   in_shape, out_shape) -> tuple[ConvInt8 | None, str]:
+    """The int8 constants of a convolution from ``int8_weight``'s answer [C_out, C_in, kH, kW], or
+    (None, why not)."""
     w8, shift, why = shift_weight
     if w8 is None:
         return None, why

@@ -110,7 +110,7 @@ def test_int8_convolution_equals_a_float64_convolution(cin, cout, k, stride, pad
     oh = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
     w8 = ip.int8_weight(w.numpy())
     assert w8[1] == 2  # the common power of two is divided out
-    conv, why = ip.conv_int8_plan(w.numpy(), w8, (stride, stride), (pad, pad), (dil, dil), 1, (cin, h, h), (cout, oh, oh))
+    conv, why = ip.conv_int8_plan(w8, (stride, stride), (pad, pad), (dil, dil), 1, (cin, h, h), (cout, oh, oh))
     assert conv is not None, why
     ref = F.conv2d(x.double(), w.double(), b, stride=stride, padding=pad, dilation=dil)  # exact below 2**53
     for dtype in (torch.float64, torch.float32):

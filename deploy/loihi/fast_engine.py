@@ -326,7 +326,7 @@ def _plan_int8(p: _Plan, payload: int) -> None:
         p.int8_dense = w8.t().to(torch.int8).contiguous()
         p.int8_shift = shift
         return
-    conv, why = ip.conv_int8_plan(q.weight, (w8, shift, ""), lay.stride, lay.padding, lay.dilation, lay.groups,
+    conv, why = ip.conv_int8_plan((w8, shift, ""), lay.stride, lay.padding, lay.dilation, lay.groups,
                                   lay.input_shape, lay.output_shape)
     if conv is not None and INT8 is None and not ip.conv_pays(conv):
         conv, why = None, "im2col + int8 estimated slower than the float convolution (int_products.conv_pays)"

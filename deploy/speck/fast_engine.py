@@ -208,6 +208,9 @@ def _plan_int8(p: LayerPlan) -> None:
     if INT8 is False:
         p.int8_why = "int8 products switched off"
         return
+    if ip.INT8_MAX * p.weight_sum >= ip.INT32_EXACT:  # partial sums of counts <= 127 must fit int32
+        p.int8_why = f"partial sums up to 127 x {p.weight_sum:.0f} exceed int32"
+        return
     w8, shift, why = ip.int8_weight(p.weight.to(torch.int64))
     if w8 is None:
         p.int8_why = why
@@ -217,7 +220,7 @@ def _plan_int8(p: LayerPlan) -> None:
         p.int8_shift = shift
         return
     out = tuple(lay.out_shape)
-    conv, why = ip.conv_int8_plan(w8, (w8, shift, ""), lay.stride, lay.padding, (1, 1), 1, tuple(lay.in_shape), out)
+    conv, why = ip.conv_int8_plan((w8, shift, ""), lay.stride, lay.padding, (1, 1), 1, tuple(lay.in_shape), out)
     if conv is not None and INT8 is None and not ip.conv_pays(conv):
         conv, why = None, "im2col + int8 estimated slower than the float convolution (int_products.conv_pays)"
     p.int8_conv, p.int8_why = conv, why
