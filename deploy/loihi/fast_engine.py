@@ -41,11 +41,12 @@ instead, the reference the fast paths are tested against.
 
 Where the time goes (CPU, one thread, thread CPU time, the benchmark's N-MNIST network: 2 -> 8 ->
 16 -> 16 channels, 64, 10, T = 25, graded 4-bit input at 5.7 % density, 20 samples, every layer
-recorded; ``bench/bench_loihi.py`` prints it): the three convolutions 2.8-3.0 ms (the first, 2 input
+recorded; ``bench/bench_loihi.py`` prints it): the three convolutions 2.7-3.0 ms (the first, 2 input
 channels, oneDNN's least efficient case at 0.03 ns a multiply-add, 1.7-1.9 of it), the input copy and
-count 0.25-0.7, the compiled neuron scans with their counts and recorded trains 0.35-0.65, the dense
-layers' int8 products 0.08: a whole call 0.24-0.27 ms a sample (3700-4200 samples/s; before the int8
-products and compiled scans 0.33-0.36). What was tried, and kept where it pays:
+count 0.25-0.7, the compiled neuron scans with their counts and recorded trains 0.45-0.65, the dense
+layers' int8 products 0.08: a whole call 0.26-0.29 ms a sample (median of 5; 3500-3800 samples/s;
+before the int8 products and compiled scans 0.35-0.46 in the same runs). What was tried, and kept
+where it pays:
 
 - int8 x int8 -> int32 products (``deploy/int_products.py``, ``torch._int_mm``, exact: the weights are
   the even 8-bit integers netx writes, ``w8 << 1``, the payloads at most 15, the partial sums proven

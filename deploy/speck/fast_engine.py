@@ -41,7 +41,7 @@ thirds of this engine's time (the 2-channel first convolution about half of all)
 update (``_scan_kernel``, ``FUSED_SCAN``: one pass a step with the per-sample counts, the same
 integers as the torch ops) about a fifth, the dense cores' int8 products (``INT8``) next to nothing.
 By CPU time with one thread this engine is 2.7-2.9x sinabs (``bench/bench_speck.py``; before the
-int8 products and the compiled update 2.35-2.5x in the same runs); since both run the same
+int8 products and the compiled update 2.35-2.53x in the same runs); since both run the same
 convolutions, the ratio with one thread cannot exceed sinabs' time over this engine's convolution
 time (about 4.8x: 45 against 9.4 ms on those 64 samples), whatever the rest costs. Wall-clock ratios depend on the load and the threads
 (``bench/bench_speck.py`` measures one thread and the default threads in one run: 2.8-3.2x and
