@@ -374,7 +374,24 @@ def _sum_steps(h: torch.Tensor, b: int, t: int, time_major: bool, exact32: bool)
     if time_major:
         m = h.reshape(t, -1).to(dtype)
         return (torch.ones(t, dtype=dtype) @ m).reshape(b, -1).double()
+    if KERNELS and h.dtype in (torch.float32, torch.float64) and h.is_contiguous():
+        out = torch.zeros((b, h[0].numel()), dtype=torch.float64)  # float64 sums of integers: exact
+        _sum_sample_major(h.reshape(b, t, -1).numpy(), out.numpy())
+        return out
     return h.reshape(b, t, -1).to(dtype).sum(1).double()
+
+
+@njit
+def _sum_sample_major(h, out):  # pragma: no cover - compiled
+    """h [b, T, n] -> out [b, n] += sum over steps (0.24-0.27 against 0.5 ms for torch's reduction over the
+    middle dimension, 64 samples of 2 x 34 x 34)."""
+    b_, t_, n_ = h.shape
+    for s in range(b_):
+        o = out[s]
+        for k in range(t_):
+            row = h[s, k]
+            for j in range(n_):
+                o[j] += row[j]
 
 
 def _peak(x: torch.Tensor) -> float:
