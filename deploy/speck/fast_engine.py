@@ -43,8 +43,8 @@ integers as the torch ops) about a fifth, the dense cores' int8 products (``INT8
 By CPU time with one thread this engine is 2.6-2.9x sinabs (``bench/bench_speck.py``; before the
 int8 products and the compiled update 2.35-2.53x in the same runs); since both run the same
 convolutions, the ratio with one thread cannot exceed sinabs' time over this engine's convolution
-time (about 4.8x: 45 against 9.4 ms on those 64 samples), whatever the rest costs. Wall-clock ratios depend on the load and the threads
-(``bench/bench_speck.py`` measures one thread and the default threads in one run: 2.4-3.2x and
+time (about 4.8x: 45 against 9.4 ms on those 64 samples), whatever the rest costs. Wall-clock
+ratios depend on the load and the threads (``bench/bench_speck.py`` measures one thread and the default threads in one run: 2.4-3.2x and
 5.7-15x at load average 4-6 on 2 cores, where sinabs' threads suffer the load most). Tried and left
 out: scatter-based event accumulation in torch (10x slower than the dense convolution at this
 density), a compiled (numba) event-driven first layer as in the Loihi twin (the same 2 -> 8, 5 x 5,
