@@ -70,9 +70,10 @@ where it pays:
   multiply-adds of the dense product an added value, the whole compiled layer with its neuron update
   and the frames it hands on broke even near 1 % input density end to end, near 0.2 % since the torch
   paths' scans are compiled too); the hidden layers stay on the torch paths (their convolutions run 2x
-  faster a multiply-add, and the vectorised scans beat the event-driven neuron update). On the benchmark's input (5.7 %) the dense convolution is the
-  cheaper (first layer, 20 samples, thread CPU time: 3.6-5.3 ms of events against 2.0-2.6 ms + a
-  0.4 ms torch scan; whole run 0.75-0.81x), so "auto" runs the torch paths there. Real N-MNIST
+  faster a multiply-add, and the vectorised scans beat the event-driven neuron update). On the
+  benchmark's input (5.7 %) the dense convolution is the cheaper (first layer, 20 samples, thread
+  CPU time: 3.2-5.3 ms of events against 1.5-2.6 ms + a 0.3-0.4 ms scan; whole run 0.75-0.81x), so
+  "auto" runs the torch paths there. Real N-MNIST
   recordings (50 of them, tonic's reader and ``ToFrame``) have 4.3 % nonzero entries at 25 bins and
   0.6 % at 300 (the compiled layer paid there before the scans were compiled; now near break-even);
 - event-driven accumulation in torch (``events="always"``; ``index_add_`` of weights, a dense

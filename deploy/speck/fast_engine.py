@@ -44,8 +44,9 @@ By CPU time with one thread this engine is 2.6-2.9x sinabs (``bench/bench_speck.
 int8 products and the compiled update 2.35-2.53x in the same runs); since both run the same
 convolutions, the ratio with one thread cannot exceed sinabs' time over this engine's convolution
 time (about 4.8x: 45 against 9.4 ms on those 64 samples), whatever the rest costs. Wall-clock
-ratios depend on the load and the threads (``bench/bench_speck.py`` measures one thread and the default threads in one run: 2.4-3.2x and
-5.7-15x at load average 4-6 on 2 cores, where sinabs' threads suffer the load most). Tried and left
+ratios depend on the load and the threads (``bench/bench_speck.py`` measures one thread and the
+default threads in one run: 2.4-3.2x and 5.7-15x at load average 4-6 on 2 cores, where sinabs'
+threads suffer the load most). Tried and left
 out: scatter-based event accumulation in torch (10x slower than the dense convolution at this
 density), a compiled (numba) event-driven first layer as in the Loihi twin (the same 2 -> 8, 5 x 5,
 stride-2 shape there: 3.6-5.3 ms against 2.0-2.6 ms for the dense convolution on 20 samples at 6.5 %
