@@ -121,6 +121,17 @@ def main() -> None:
         one_sps, one_best = fast_rate(xs, record=True, threads=1)
         cpu_sps, cpu_best = fast_rate(xs, record=True, clock=time.thread_time, threads=1)
         dense_sps, dense_best = fast_rate(xs, record=True, events="never")
+        # the engine before the int8 products and the compiled scans, timed the same way in this run
+        from spikeport.deploy.loihi import fast_engine as fe
+
+        saved = fe.INT8, fe.FUSED_SCAN
+        fe.INT8, fe.FUSED_SCAN = False, False
+        try:
+            run_fast(net, xs[:2], **opts)
+            old_cpu_sps, old_cpu_best = fast_rate(xs, record=True, clock=time.thread_time, threads=1)
+        finally:
+            fe.INT8, fe.FUSED_SCAN = saved
+        new_cpu_sps, new_cpu_best = fast_rate(xs, record=True, clock=time.thread_time, threads=1)
         all_sps, all_best = fast_rate(x, record=False)
         spikes = {k: int(lava.spikes[k].sum()) for k in names}
         lava_sps = n / lava.run_s
@@ -133,12 +144,18 @@ def main() -> None:
         print(f"  fast engine    : {cpu_sps:9.1f} samples/s  (same, one thread, by its thread CPU time: what an idle "
               f"core gives; best {cpu_best:.1f}): {cpu_sps / lava_sps:.0f}x Lava's wall-clock rate")
         print(f"  torch paths    : {dense_sps:9.1f} samples/s  (same, events=never: no compiled kernel; best {dense_best:.1f})")
+        print(f"  products       : " + ", ".join(f"{k} {v}" for k, v in fe.int8_layers(net, xs.shape[1], args.device).items()))
+        print(f"  old vs new     : one thread, thread CPU time, same samples: float products and torch scans "
+              f"{1e3 / old_cpu_best:.3f} ms a sample (best; median {1e3 / old_cpu_sps:.3f}), int8 products and "
+              f"compiled scans {1e3 / new_cpu_best:.3f} (median {1e3 / new_cpu_sps:.3f}): "
+              f"{old_cpu_sps and new_cpu_sps / old_cpu_sps:.2f}x (medians)")
         print(f"  fast engine    : {all_sps:9.1f} samples/s  (whole test split, {x.shape[0]} samples; best {all_best:.1f})")
         print(f"  machine load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print(f"  ratio fast/Lava: {fast_sps / lava_sps:.0f}x on the same {n} samples, "
               f"{all_sps / lava_sps:.0f}x at whole-split throughput (target >= 2000x)")
         print(f"  spikes per layer (Lava): {spikes}")
         _where_time_goes(lambda: run_fast(net, xs, record=True, **{**opts, "threads": 1, "events": "never"}))
+        _where_time_goes_cpu(net, xs, opts["batch_size"])
         _kernel_layers(net, xs, opts["batch_size"])
 
         # --- 1b. the same samples thinned to ~1 % input density (finer time bins give such input) ---
@@ -150,10 +167,15 @@ def main() -> None:
         thin_sps = {ev: fast_rate(thin, record=True, clock=time.thread_time, events=ev, threads=1)[0]
                     for ev in ("auto", "never")}
         lava_thin_sps = n / lava_thin.run_s
+        plans = fe._cached_plan(net, thin.shape[1], "auto", torch.device("cpu"))
+        probe = thin[:args.batch_size]
+        auto_pick = ("compiled run" if all(p.kernel is not None for p in plans)
+                     and fe._events_pay(plans[0], int((probe != 0).sum()), probe.shape[0] * probe.shape[1])
+                     else "torch paths")
         print(f"\n[sparse input] the same {n} samples, each event kept with probability "
               f"{args.thin / float((xs != 0).float().mean()):.3f}: input density {100 * float((thin != 0).float().mean()):.2f} %; "
               f"equal to Lava on every layer and step: {thin_equal}")
-        print(f"  Lava {lava_thin_sps:.2f} samples/s; one thread, by its thread CPU time: fast engine (auto: compiled run) "
+        print(f"  Lava {lava_thin_sps:.2f} samples/s; one thread, by its thread CPU time: fast engine (auto: {auto_pick}) "
               f"{thin_sps['auto']:.1f} samples/s ({thin_sps['auto'] / lava_thin_sps:.0f}x), torch paths "
               f"{thin_sps['never']:.1f} ({thin_sps['never'] / lava_thin_sps:.0f}x)")
         _kernel_layers(net, thin, opts["batch_size"])
@@ -189,6 +211,49 @@ def _where_time_goes(call, top: int = 8) -> None:
     for e in rows[:top]:
         shapes = [list(sh) for sh in e.input_shapes if sh][:2]
         print(f"  {100 * e.self_cpu_time_total / total:5.1f} %  {e.key:28s} x{e.count:<4d} {shapes}")
+
+
+def _where_time_goes_cpu(net, xs: torch.Tensor, batch_size: int) -> None:
+    """One chunk through the torch paths (as ``run_fast`` with events="never"), one thread, thread CPU
+    ms per stage (best of 5): input preparation, then per layer the product and the scan (with the
+    count and the recorded train's copy)."""
+    from spikeport.deploy.loihi import fast_engine as fe
+
+    plans = fe._cached_plan(net, xs.shape[1], "auto", torch.device("cpu"))
+    xb = xs[:batch_size]
+    t = xb.shape[1]
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def cpu_ms(f, k: int = 5):
+        best, r = float("inf"), None
+        for _ in range(k):
+            t0 = time.thread_time()
+            r = f()
+            best = min(best, time.thread_time() - t0)
+        return 1e3 * best, r
+
+    try:
+        with torch.inference_mode():
+            ms_in, (h, _) = cpu_ms(lambda: fe._prepare_input(plans, net, xb, fe._Buffers()))
+            h = h.clone()
+            parts = [f"input {ms_in:.2f}"]
+            total = ms_in
+            for k, p in enumerate(plans):
+                train = torch.empty((t, xb.shape[0], *p.q.layer.output_shape), dtype=torch.uint8)
+                bias = p.bias if p.fuse_bias else None
+                ms_syn, a = cpu_ms(lambda: fe._delayed_input(p, h, bias, "never", k == 0 and net.input_bits > 0))
+                ms_all, (s, _) = cpu_ms(lambda: fe._run_layer_counted(p, h, "never", k == 0 and net.input_bits > 0,
+                                                                       None, train, 0))
+                ms_scan = max(ms_all - ms_syn, 0.0)
+                kind = "int8" if (p.int8_dense is not None or p.int8_conv is not None) else "float"
+                parts.append(f"{p.q.name} {kind} product {ms_syn:.2f} + scan/count/record {ms_scan:.2f}")
+                total += ms_syn + ms_scan
+                h = s
+        print(f"\n[where the time goes, by stage] {xb.shape[0]} samples, one thread, thread CPU ms (best of 5): "
+              + "; ".join(parts) + f"; sum {total:.2f} ms = {1e3 * xb.shape[0] / total:.0f} samples/s")
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _kernel_layers(net, xs: torch.Tensor, batch_size: int) -> None:

@@ -113,6 +113,38 @@ def compare_engines(inp: DeployInput, repeats: int, event: bool) -> None:
               f"{n / best_fast:.1f} (best of {repeats}): {best_sinabs / best_fast:.1f}x; "
               f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     best_sinabs, best_fast = best[f"{threads} threads"]
+    print("products: " + ", ".join(f"{k} {v}" for k, v in fast_engine.int8_layers(plan).items()))
+    # one thread by thread CPU time (what an idle core gives): sinabs, this engine, and this engine as it
+    # was before its int8 products and compiled neuron update (the same spikes), alternating, best of each
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    saved = fast_engine.INT8, fast_engine.FUSED_SCAN
+    try:
+        fast_engine.INT8 = False
+        plan_old = fast_engine.plan(form, t, quant, max_input=max_input)
+        fast_engine.INT8 = saved[0]
+
+        def old_engine() -> None:
+            fast_engine.FUSED_SCAN = False
+            try:
+                fast_engine.run(plan_old, x, threads=1)
+            finally:
+                fast_engine.FUSED_SCAN = saved[1]
+
+        cpu = {"sinabs": float("inf"), "fast": float("inf"), "before": float("inf")}
+        for _ in range(repeats):
+            for label, call in (("sinabs", lambda: simulate(net, x)),
+                                ("fast", lambda: fast_engine.run(plan, x, threads=1)), ("before", old_engine)):
+                start = time.thread_time()
+                call()
+                cpu[label] = min(cpu[label], time.thread_time() - start)
+    finally:
+        fast_engine.INT8, fast_engine.FUSED_SCAN = saved
+        torch.set_num_threads(prev)
+    print(f"one thread, thread CPU time (best of {repeats}): sinabs {1e3 * cpu['sinabs'] / n:.3f} ms a sample, "
+          f"Speck engine {1e3 * cpu['fast'] / n:.3f} ({cpu['sinabs'] / cpu['fast']:.2f}x sinabs); the engine "
+          f"before its int8 products and compiled neuron update {1e3 * cpu['before'] / n:.3f} "
+          f"({cpu['sinabs'] / cpu['before']:.2f}x)")
     if event:
         start = time.perf_counter()
         ev = fast_engine.run(plan, x, semantics="event")

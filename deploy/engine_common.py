@@ -44,6 +44,23 @@ def njit(fn: F) -> F:
 T = TypeVar("T")
 
 
+@njit
+def _nonzero(x):  # pragma: no cover - compiled
+    n = 0
+    for i in range(x.shape[0]):
+        n += x[i] != 0
+    return n
+
+
+def count_nonzero(x: torch.Tensor) -> int:
+    """Nonzero entries of a CPU tensor, on the calling thread. ``torch.count_nonzero`` runs on torch's
+    OpenMP threads, which spin and wait when other processes share the cores (measured 3-8 ms for the
+    1.2 M entries of 20 samples there, against 0.8 ms on one thread, less compiled)."""
+    if KERNELS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return int(_nonzero(x.detach().reshape(-1).contiguous().numpy()))
+    return int(torch.count_nonzero(x))
+
+
 def run_chunks(work: Callable[[int, int], T], n: int, batch_size: int, threads: int | None,
                parallel: bool = True) -> list[T]:
     """``work(i0, size)`` for the chunks ``[i0, i0 + size)`` of ``n`` samples, results in order.

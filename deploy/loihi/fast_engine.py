@@ -39,13 +39,26 @@ before the run, never assumed:
 ``run_fast(..., arithmetic="int64")`` runs the plain int64 transcription of the Lava models
 instead, the reference the fast paths are tested against.
 
-Where the time goes (CPU, one thread, the benchmark's N-MNIST network: 2 -> 8 -> 16 -> 16
-channels, 64, 10, T = 25, graded 4-bit input at 5.7 % density; ``bench/bench_loihi.py`` prints
-it): the first convolution (2 input channels, oneDNN's least efficient case: 0.032 ns a
-multiply-add against 0.015-0.02 ns for the others) about 30-40 %, the input copy and its event count
-10-20 %, the other products 15-20 %, the neuron scans (25 steps of a few small ops) and the
-recorded trains' copies the rest. What was tried, and kept where it pays:
+Where the time goes (CPU, one thread, thread CPU time, the benchmark's N-MNIST network: 2 -> 8 ->
+16 -> 16 channels, 64, 10, T = 25, graded 4-bit input at 5.7 % density, 20 samples, every layer
+recorded; ``bench/bench_loihi.py`` prints it): the three convolutions 2.7-3.0 ms (the first, 2 input
+channels, oneDNN's least efficient case at 0.03 ns a multiply-add, 1.7-1.9 of it), the input copy and
+count 0.25-0.7, the compiled neuron scans with their counts and recorded trains 0.45-0.65, the dense
+layers' int8 products 0.08: a whole call 0.26-0.29 ms a sample (median of 5; 3500-3800 samples/s;
+before the int8 products and compiled scans 0.35-0.46 in the same runs). What was tried, and kept
+where it pays:
 
+- int8 x int8 -> int32 products (``deploy/int_products.py``, ``torch._int_mm``, exact: the weights are
+  the even 8-bit integers netx writes, ``w8 << 1``, the payloads at most 15, the partial sums proven
+  below 2**17): the dense layers 5-7x faster (400 -> 64: 0.40 -> 0.07 ms on 800 frames); for the
+  convolutions the im2col layout work (padded channels-last int8 frames, the patch gather) costs more
+  than the 2.5-3x faster product saves at these channel counts, so ``INT8 = None`` (default) chooses per
+  layer by the measured cost rule ``int_products.conv_pays`` and keeps oneDNN's float convolutions here;
+  ``INT8 = True`` forces every layer (tests), ``False`` none. Payloads above 127 (8-bit input) are
+  checked per chunk and fall back to the float product, as do weights no power of two brings into int8;
+- the neuron scans compiled (``_scan_fused_if`` / ``_lif``, ``FUSED_SCAN``): the torch scans' float
+  operations on the same integers, one pass a step with the count and the recorded train's copy
+  (lif1: 0.5 against 1.5 ms on 32 samples);
 - the compiled event-driven first layer (``_event_layer``, numba; ``events="auto"`` or
   ``"kernel"``): the input's nonzero entries become an event list in one pass; each event adds its
   weight vector (all output channels, contiguous) to the channel vector of every output pixel it
@@ -55,13 +68,14 @@ recorded trains' copies the rest. What was tried, and kept where it pays:
   (spikes passed on as event lists), for tests and measurements. The choice is per call, a cost
   model on the first chunk's event count (``KERNEL_EVENT_COST``: the accumulation alone costs 17-23
   multiply-adds of the dense product an added value, the whole compiled layer with its neuron update
-  and the frames it hands on breaks even near 1 % input density end to end); the hidden layers stay
-  on the torch paths (their convolutions run 2x faster a multiply-add, and torch's vectorised scan
-  beats the compiled neuron update). On the benchmark's input (5.7 %) the dense convolution is the
-  cheaper (first layer, 20 samples, thread CPU time: 3.6-5.3 ms of events against 2.0-2.6 ms + a
-  0.4 ms torch scan; whole run 0.75-0.81x), so "auto" runs the torch paths there. Real N-MNIST
+  and the frames it hands on broke even near 1 % input density end to end, near 0.2 % since the torch
+  paths' scans are compiled too); the hidden layers stay on the torch paths (their convolutions run 2x
+  faster a multiply-add, and the vectorised scans beat the event-driven neuron update). On the
+  benchmark's input (5.7 %) the dense convolution is the cheaper (first layer, 20 samples, thread
+  CPU time: 3.2-5.3 ms of events against 1.5-2.6 ms + a 0.3-0.4 ms scan; whole run 0.75-0.81x), so
+  "auto" runs the torch paths there. Real N-MNIST
   recordings (50 of them, tonic's reader and ``ToFrame``) have 4.3 % nonzero entries at 25 bins and
-  0.6 % at 300, where the compiled layer is taken;
+  0.6 % at 300 (the compiled layer paid there before the scans were compiled; now near break-even);
 - event-driven accumulation in torch (``events="always"``; ``index_add_`` of weights, a dense
   layer's weight rows, a convolution's channel vectors): an indexed add costs 50-100 multiply-adds
   of oneDNN or MKL, so it pays below about 1-2 % (``EVENT_COST``), chosen per chunk;
@@ -95,7 +109,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikeport.deploy.engine_common import KERNELS, njit, run_chunks
+from spikeport.deploy import int_products as ip
+from spikeport.deploy.engine_common import KERNELS, count_nonzero, njit, run_chunks
 from spikeport.deploy.loihi.quantize import QuantLayer, QuantNet
 
 MAX_UV = 2**23          # 24-bit states
@@ -114,6 +129,12 @@ EVENTS = ("auto", "always", "never", "kernel")
 # transposing input copy and the recorded trains' copies back to (C, H, W) cost as much on the
 # benchmark's network (measured in one run: 0.9-1.0x), so off by default; the results are the same
 CHANNELS_LAST = False
+# int8 x int8 -> int32 products (``deploy/int_products.py``) where every operand fits int8: None = dense
+# layers always (5-7x faster products) and convolutions where ``int_products.conv_pays`` estimates the
+# im2col + int8 product cheaper than oneDNN's float convolution (not on the benchmark's small channel
+# counts); True = every layer where the operands fit; False = none (the float products throughout).
+# Results are the same either way.
+INT8: bool | None = None
 
 
 @dataclass
@@ -164,6 +185,11 @@ class _Plan:
     out_hwc: bool = False      # conv output kept channels-last: neurons in (H, W, C) order
     events: "_EventTable | None" = None
     kernel: "_KernelLayer | None" = None  # constants of the compiled event-driven run, where it applies
+    int8_dense: torch.Tensor | None = None   # dense [n_in, n_out] int8 with weight = int8_dense << int8_shift
+    int8_conv: "ip.ConvInt8 | None" = None   # a convolution's int8 constants
+    int8_shift: int = 0
+    int8_check: bool = False                 # payloads may exceed 127: each chunk's maximum is checked
+    int8_why: str = ""                       # why the float product runs (empty where int8 runs)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -197,7 +223,7 @@ def _fingerprint(net: QuantNet) -> int:
 def _cached_plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device) -> list[_Plan]:
     """``_plan`` once per (network, steps, arithmetic, device): converting and permuting weights and
     building event tables costs as much as running a few samples."""
-    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device), CHANNELS_LAST)
+    key = (id(net), _fingerprint(net), timesteps, arithmetic, str(device), CHANNELS_LAST, INT8)
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
         if hit is not None and hit[0]() is net:
@@ -265,10 +291,55 @@ def _plan(net: QuantNet, timesteps: int, arithmetic: str, device: torch.device |
         p.delays = _delay_groups(q, p.weight, rows)
         if p.mode != "int64" and p.delays is None:
             p.events = _event_table(p)
+        _plan_int8(p, max_payload(net) if i == 0 else 1)
     if _kernel_applies(plans):
         for p in plans:
             p.kernel = _kernel_layer(p.q)
     return plans
+
+
+def _plan_int8(p: _Plan, payload: int) -> None:
+    """Whether the layer's product runs as int8 x int8 -> int32 (``int_products``; exact where every
+    weight is an int8 times a common power of two, every input payload is at most 127 and the
+    partial-sum bound is below 2**31), and its int8 constants; else ``int8_why`` says why not."""
+    q, lay = p.q, p.q.layer
+    why = ""
+    if INT8 is False:
+        why = "int8 products switched off"
+    elif p.mode == "int64":
+        why = "int64 reference"
+    elif p.device.type != "cpu":
+        why = "not on the CPU"
+    elif p.delays is not None:
+        why = "axonal delays"
+    elif p.in_hwc or p.out_hwc:
+        why = "channels-last layout"
+    elif p.bound >= ip.INT32_EXACT:
+        why = f"partial sums up to {p.bound} exceed int32"
+    if why:
+        p.int8_why = why
+        return
+    w8, shift, why = ip.int8_weight(q.weight)
+    if w8 is None:
+        p.int8_why = why
+        return
+    p.int8_check = payload > ip.INT8_MAX
+    if lay.kind == "dense":
+        p.int8_dense = w8.t().to(torch.int8).contiguous()
+        p.int8_shift = shift
+        return
+    conv, why = ip.conv_int8_plan((w8, shift, ""), lay.stride, lay.padding, lay.dilation, lay.groups,
+                                  lay.input_shape, lay.output_shape)
+    if conv is not None and INT8 is None and not ip.conv_pays(conv):
+        conv, why = None, "im2col + int8 estimated slower than the float convolution (int_products.conv_pays)"
+    p.int8_conv, p.int8_shift, p.int8_why = conv, shift, why
+
+
+def int8_layers(net: QuantNet, timesteps: int, device: str | torch.device = "cpu") -> dict[str, str]:
+    """Per layer, which product the torch paths run: "int8" or "float (why)" (for reports)."""
+    plans = _cached_plan(net, timesteps, "auto", torch.device(device))
+    return {p.q.name: "int8" + (" (payloads checked per chunk)" if p.int8_check else "")
+            if (p.int8_dense is not None or p.int8_conv is not None) else f"float ({p.int8_why})" for p in plans}
 
 
 def _delay_groups(q: QuantLayer, weight: torch.Tensor, rows: torch.Tensor | None = None
@@ -473,6 +544,12 @@ def _synaptic(p: _Plan, h: torch.Tensor, bias: torch.Tensor | None, weight: torc
     x = h if h.dtype == p.acc else h.to(p.acc)
     if weight is None and h.ndim == 3 and _use_events(p, x, events, n_events):
         return _synaptic_events(p, x, bias, graded)
+    if weight is None and (p.int8_dense is not None or p.int8_conv is not None) and (
+            not p.int8_check or float(h.max()) <= ip.INT8_MAX):  # payloads above 127: the float product
+        if p.int8_dense is not None:
+            return ip.dense_int8(h.reshape(t * b, -1), p.int8_dense, p.int8_shift, bias, p.acc).reshape(t, b, -1)
+        c, hh, ww = lay.input_shape
+        return ip.conv_int8(p.int8_conv, h.reshape(t * b, c, hh, ww), bias, p.acc).reshape(t, b, -1)
     if lay.kind == "conv":
         c, hh, ww = lay.input_shape
         standard = h.ndim == 5
@@ -574,27 +651,111 @@ def _scan_cuba(p: _Plan, a: torch.Tensor) -> None:
 def _run_layer(p: _Plan, h: torch.Tensor, events: str = "never", graded: bool = False,
                n_events: int | None = None) -> torch.Tensor:
     """h [T, b, *frame] -> spikes [T, b, n] as 0/1 floats; ``n_events``: h's nonzero entries, if known."""
+    return _run_layer_counted(p, h, events, graded, n_events)[0]
+
+
+def _run_layer_counted(p: _Plan, h: torch.Tensor, events: str = "never", graded: bool = False,
+                       n_events: int | None = None, train: torch.Tensor | None = None,
+                       i0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_run_layer`` and the spikes per neuron (``_count``); with ``train`` ([T, N, *shape] uint8) the
+    spikes are also written to ``train[:, i0:i0 + b]`` in (C, H, W) order. IF / LIF layers on the CPU
+    run the compiled scan (``_scan_fused_if`` / ``_lif``: neuron update, count and recorded train in one pass, the
+    same float operations as ``_scan_if`` / ``_scan_lif``); the rest the torch scans and copies."""
     q = p.q
     if p.mode == "int64":
-        return _run_layer_int64(p, h)
-    fused = p.fuse_bias
-    a = _delayed_input(p, h, p.bias if fused else None, events, graded, n_events)
-    mode = p.mode
-    if mode in ("if", "lif") and not fused:
-        mn, mx = torch.aminmax(a)
-        if mn > -NO_WRAP and mx < NO_WRAP:
-            if p.bias is not None:
-                a.add_(_per_neuron(p, p.bias))
-        else:  # large inputs: Lava's wraps may fire; the general update handles them
-            mode = "cuba"
-    if mode == "if":
-        _scan_if(a, q.vth)
-    elif mode == "lif":
-        _scan_lif(a, q.vth, q.v_decay)
+        a = _run_layer_int64(p, h)
+        mode = "int64"
     else:
-        a = _signed_clamp24(a) if p.conv else a
-        _scan_cuba(p, a)
-    return a
+        fused = p.fuse_bias
+        a = _delayed_input(p, h, p.bias if fused else None, events, graded, n_events)
+        mode = p.mode
+        if mode in ("if", "lif") and not fused:
+            mn, mx = torch.aminmax(a)
+            if mn > -NO_WRAP and mx < NO_WRAP:
+                if p.bias is not None:
+                    a.add_(_per_neuron(p, p.bias))
+            else:  # large inputs: Lava's wraps may fire; the general update handles them
+                mode = "cuba"
+        if (FUSED_SCAN and KERNELS and mode in ("if", "lif") and a.device.type == "cpu" and not p.out_hwc
+                and a.is_contiguous() and (train is None or train.is_contiguous())):
+            t, b = a.shape[:2]
+            counts = np.zeros(a.shape[2], np.float64)
+            rec = train.view(t, train.shape[1], -1).numpy() if train is not None else _NO_REC
+            if mode == "if":
+                _scan_fused_if(a.numpy(), np.float32(q.vth), np.float32((MAX_UV - 1) / ACT_SHIFT), counts, rec, i0,
+                               train is not None)
+            else:
+                _scan_fused_lif(a.numpy(), float(q.vth * ACT_SHIFT), float(MAX_UV - 1),
+                                (DECAY_UNITY - q.v_decay) / DECAY_UNITY, counts, rec, i0, train is not None)
+            return a, torch.from_numpy(counts)
+        if mode == "if":
+            _scan_if(a, q.vth)
+        elif mode == "lif":
+            _scan_lif(a, q.vth, q.v_decay)
+        else:
+            a = _signed_clamp24(a) if p.conv else a
+            _scan_cuba(p, a)
+    if train is not None:
+        train[:, i0:i0 + a.shape[1]].copy_(_chw_view(p, a))
+    return a, _count(a)
+
+
+# neuron scans compiled (``_scan_fused_if`` / ``_lif``) for IF / LIF layers on the CPU: one pass a step instead of four
+# torch ops, the count and the recorded train in the same pass (one thread, thread CPU time, 32
+# samples x 25 steps of the benchmark's layers: 0.5 against 1.5 ms on 2312 neurons, 0.2 against 1.0 on
+# 1296); False: the torch scans (same results)
+FUSED_SCAN = True
+
+
+@njit
+def _scan_fused_if(a, th, hi, counts, rec, i0, record):  # pragma: no cover - compiled
+    """``_scan_if`` step by step over a [T, b, n] (synaptic input in units of 2**6 in, 0/1 spikes out, in
+    place): ``v = clamp(v + a, -hi, hi)`` in a's dtype, spike ``v > th``, reset to 0. Every value is an
+    integer the dtype holds (the engine's bounds) and the operations are the torch scan's, so the
+    spikes are its spikes. Spikes are summed per neuron into ``counts`` and, when ``record``, written to
+    ``rec[t, i0 + s]`` (uint8)."""
+    t_, b_, n_ = a.shape
+    v = np.zeros((b_, n_), a.dtype)
+    for k in range(t_):
+        for s in range(b_):
+            vs = v[s]
+            ak = a[k, s]
+            for j in range(n_):
+                x = min(max(vs[j] + ak[j], -hi), hi)
+                fired = x > th
+                vs[j] = 0.0 if fired else x
+                ak[j] = 1.0 if fired else 0.0
+            if record:
+                r = rec[k, i0 + s]
+                for j in range(n_):
+                    r[j] = np.uint8(ak[j])
+            for j in range(n_):
+                counts[j] += ak[j]
+
+
+@njit
+def _scan_fused_lif(a, th, hi, keep, counts, rec, i0, record):  # pragma: no cover - compiled
+    """``_scan_lif`` as ``_scan_fused_if``: ``v = clamp(trunc(v * keep) + a * 64, -hi, hi)`` in float64."""
+    t_, b_, n_ = a.shape
+    v = np.zeros((b_, n_), np.float64)
+    for k in range(t_):
+        for s in range(b_):
+            vs = v[s]
+            ak = a[k, s]
+            for j in range(n_):
+                x = min(max(np.trunc(vs[j] * keep) + np.float64(ak[j]) * 64.0, -hi), hi)
+                fired = x > th
+                vs[j] = 0.0 if fired else x
+                ak[j] = 1.0 if fired else 0.0
+            if record:
+                r = rec[k, i0 + s]
+                for j in range(n_):
+                    r[j] = np.uint8(ak[j])
+            for j in range(n_):
+                counts[j] += ak[j]
+
+
+_NO_REC = np.zeros((1, 1, 1), np.uint8)  # a layer not recorded
 
 
 # --- int64 reference: the Lava models transcribed with integer tensors ---------------------------
@@ -850,7 +1011,11 @@ KERNEL_EVENTS: bool | None = None
 # second); with the compiled neuron update (about 1 ns a neuron, its spike loop does not vectorise,
 # against 0.3 ns for torch's scan) and the frames it writes for the torch paths, the whole run breaks
 # even near 1 % input density: 0.99-1.04x (best of 15) at 1 %, 0.75-0.81x at the benchmark's 5.7 %.
-KERNEL_EVENT_COST = 100.0
+# Since the torch paths' scans are compiled too (``_scan_fused_if``), the break-even moved to about
+# 0.2 %: compiled run against torch paths, 64 samples, best of 7: 1.06x at 0.1 %, 0.96x at 0.2 % and
+# 0.4 %, 0.86x at 0.8 % (and ``_input_events`` costs a full pass over the input either way).
+KERNEL_EVENT_COST = 400.0
+PROBE_SAMPLES = 8  # samples whose input density decides "auto" (never changes results, only speed)
 
 
 def _events_pay(p: _Plan, n_events: int, frames: int) -> bool:
@@ -996,8 +1161,10 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
     if kernel and events == "auto":
         # the compiled run pays where the first layer's events do (its dense layers are no faster
         # than the torch paths: the same convolutions, scans of about the same cost)
-        probe = inputs[:batch_size]  # the first chunk's density stands for the rest (a pass over all costs 3-5 %)
-        kernel = _events_pay(plans[0], int(torch.count_nonzero(probe)), t * probe.shape[0])
+        # the first samples' density stands for the rest: a pass over all of them costs 3-5 %, and even
+        # one chunk's (32 samples) about 5 % of a call on 20 samples
+        probe = inputs[:min(batch_size, PROBE_SAMPLES)]
+        kernel = _events_pay(plans[0], count_nonzero(probe), t * probe.shape[0])
     if events == "kernel" and not kernel:
         raise ValueError("events='kernel': the compiled event-driven run does not apply to this network "
                          "(it needs numba, the CPU, IF / LIF layers without current memory, recurrence or "
@@ -1015,11 +1182,10 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
             counts = []
             n_events = int(in_events.sum())  # the totals give each layer's input events for free
             for k, p in enumerate(plans):
-                h = _run_layer(p, h, events, graded and k == 0, n_events)
-                counts.append(_count(h))
-                n_events = int(counts[-1].sum())
-                if record:
-                    rec[p.q.name][:, i0:i0 + b].copy_(_chw_view(p, h))
+                h, c = _run_layer_counted(p, h, events, graded and k == 0, n_events,
+                                          rec[p.q.name] if record else None, i0)
+                counts.append(c)
+                n_events = int(c.sum())
             output[:, i0:i0 + b].copy_(_chw_view(plans[-1], h))
             return in_events, counts
 
@@ -1062,11 +1228,9 @@ def run_fast(net: QuantNet, inputs: torch.Tensor, *, batch_size: int = 32, recor
                 counts.append(torch.from_numpy(c).double())
             n_events = m
             for p in plans[compiled:]:  # as ``work``
-                h = _run_layer(p, h, events, False, n_events)
-                counts.append(_count(h))
-                n_events = int(counts[-1].sum())
-                if record:
-                    rec[p.q.name][:, i0:i0 + b].copy_(_chw_view(p, h))
+                h, c = _run_layer_counted(p, h, events, False, n_events, rec[p.q.name] if record else None, i0)
+                counts.append(c)
+                n_events = int(c.sum())
             if compiled < len(plans):
                 output[:, i0:i0 + b].copy_(_chw_view(plans[-1], h))
         if record and compiled == len(plans):

@@ -36,20 +36,29 @@ floating-point operations as sinabs in float32; its convolutions may add in anot
 equal to sinabs up to float rounding, not proven bit for bit.
 
 Where the time goes (the demo's visual net, N-MNIST-like input at 5.7 % density, one thread, thread
-CPU time on 64 samples): the convolutions and products, the same float32 oneDNN ones sinabs runs,
-take 56 % of this engine's time (the 2-channel first convolution about half of all) and the
-step-by-step neuron update about 28 %. The gain over sinabs is sinabs' per-step overhead (an
-autograd function, a state clone and a dozen allocating operations a layer and step): 2.2x by CPU
-time with one thread; since both run the same convolutions, the ratio with one thread cannot exceed
-sinabs' time over this engine's convolution time (3.9x there), whatever the rest costs. Wall-clock
+CPU time on 64 samples): the convolutions, the same float32 oneDNN ones sinabs runs, take about two
+thirds of this engine's time (the 2-channel first convolution about half of all), the compiled neuron
+update (``_scan_kernel``, ``FUSED_SCAN``: one pass a step with the per-sample counts, the same
+integers as the torch ops) about a fifth, the dense cores' int8 products (``INT8``) next to nothing.
+By CPU time with one thread this engine is 2.6-2.9x sinabs (``bench/bench_speck.py``; before the
+int8 products and the compiled update 2.35-2.53x in the same runs); since both run the same
+convolutions, the ratio with one thread cannot exceed sinabs' time over this engine's convolution
+time (about 4.8x: 45 against 9.4 ms on those 64 samples), whatever the rest costs. Wall-clock
 ratios depend on the load and the threads (``bench/bench_speck.py`` measures one thread and the
-default threads in one run: 2.5-2.6x and 7.6-22x at load average 9-12 on 2 cores, where sinabs'
-threads suffer the load most). Tried and left out: scatter-based event accumulation in torch (10x
-slower than the dense convolution at this density), a compiled (numba) event-driven first layer as
-in the Loihi twin (the same 2 -> 8, 5 x 5, stride-2 shape there: 3.6-5.3 ms against 2.0-2.6 ms for
-the dense convolution on 20 samples at 6.5 % input density; it pays below about 1 %), and oneDNN's
-int8 convolution (exact for uint8 inputs, twice as fast from the second layer on, no faster on the
-2-channel first layer that dominates).
+default threads in one run: 2.4-3.2x and 5.7-15x at load average 4-6 on 2 cores, where sinabs'
+threads suffer the load most). Tried and left
+out: scatter-based event accumulation in torch (10x slower than the dense convolution at this
+density), a compiled (numba) event-driven first layer as in the Loihi twin (the same 2 -> 8, 5 x 5,
+stride-2 shape there: 3.6-5.3 ms against 2.0-2.6 ms for the dense convolution on 20 samples at 6.5 %
+input density; it pays below about 1 %), oneDNN's int8 convolution (``onednn.qconv2d_pointwise``, exact
+with float output: 800 frames, 3.5 ms against 2.8 on the first layer, 0.77 against 0.89 and 0.46
+against 0.72 on the others, before the input's conversion to channels-last uint8, 0.6-1.5 ms) and
+im2col + ``torch._int_mm`` for the convolutions (``int_products``: the layout work costs more than
+the faster product saves on these channel counts; ``conv_pays`` chooses per layer).
+
+int8 products. The quantised weights are 8-bit integers and the inputs event counts: where a chunk's
+counts are at most 127 (proven a priori, or that chunk's peak), int8 x int8 -> int32 gives the same
+integers (``deploy/int_products.py``); a chunk with a count above 127 runs the float product.
 
 Event-driven semantics (``semantics="event"``): Speck has no time steps. Every event reaching a
 core adds its kernel weight to each neuron it reaches; the neuron then compares with threshold_high
@@ -72,10 +81,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikeport.deploy.engine_common import run_chunks
+from spikeport.deploy import int_products as ip
+from spikeport.deploy.engine_common import KERNELS, njit, run_chunks
 from spikeport.deploy.speck.chip_form import ChipForm, ChipLayer, check_neuron_options
 from spikeport.deploy.speck.quantize import QuantisedForm
 from spikeport.deploy.speck.simulate import SimResult, fanout_map, float_neuron
@@ -84,6 +95,11 @@ from spikeport.errors import ConfigError
 FLOAT32_EXACT = 2**24   # float32 holds every integer below this exactly
 FLOAT64_EXACT = 2**53
 SEMANTICS = ("stepped", "event")
+# int8 x int8 -> int32 products (``deploy/int_products.py``) on the quantised form, where a chunk's
+# event counts are at most 127 (checked per chunk unless proven): None = dense cores (a kernel covering
+# the whole input) always, convolutions where ``int_products.conv_pays`` estimates them cheaper; True =
+# every layer; False = none. Same results either way (the module notes: the int32 sums are exact).
+INT8: bool | None = None
 
 
 @dataclass
@@ -102,6 +118,14 @@ class LayerPlan:
     dense: bool                 # the kernel covers the whole unpadded input: a matrix product
     weight32: torch.Tensor | None = None  # float32 copies, where float32 is exact for them
     bias32: torch.Tensor | None = None
+    int8_dense: torch.Tensor | None = None   # [C_in*H*W, C_out] int8 (a dense core)
+    int8_conv: "ip.ConvInt8 | None" = None
+    int8_shift: int = 0                      # weight = int8 weight << int8_shift
+    int8_why: str = ""                       # why the float product runs (empty where int8 may run)
+
+    @property
+    def int8(self) -> bool:
+        return self.int8_dense is not None or self.int8_conv is not None
 
 
 @dataclass
@@ -171,11 +195,42 @@ def plan(form: ChipForm, timesteps: int, quant: QuantisedForm | None = None, max
             if p.weight_sum < FLOAT32_EXACT and p.bias_max < FLOAT32_EXACT:
                 p.weight32 = p.weight.float()
                 p.bias32 = p.bias.float() if p.bias is not None else None
+            _plan_int8(p)
     else:  # the float form: sinabs' float32 parameters as they are, and its convolution
         for p in layers:
             p.weight32, p.bias32 = p.layer.weight.float(), p.layer.bias.float()
             p.dense = False
     return out
+
+
+def _plan_int8(p: LayerPlan) -> None:
+    """The int8 constants of a quantised layer where its weights fit int8 (``int_products``)."""
+    lay = p.layer
+    if INT8 is False:
+        p.int8_why = "int8 products switched off"
+        return
+    if ip.INT8_MAX * p.weight_sum >= ip.INT32_EXACT:  # partial sums of counts <= 127 must fit int32
+        p.int8_why = f"partial sums up to 127 x {p.weight_sum:.0f} exceed int32"
+        return
+    w8, shift, why = ip.int8_weight(p.weight.to(torch.int64))
+    if w8 is None:
+        p.int8_why = why
+        return
+    if p.dense:
+        p.int8_dense = w8.reshape(w8.shape[0], -1).t().to(torch.int8).contiguous()
+        p.int8_shift = shift
+        return
+    out = tuple(lay.out_shape)
+    conv, why = ip.conv_int8_plan((w8, shift, ""), lay.stride, lay.padding, (1, 1), 1, tuple(lay.in_shape), out)
+    if conv is not None and INT8 is None and not ip.conv_pays(conv):
+        conv, why = None, "im2col + int8 estimated slower than the float convolution (int_products.conv_pays)"
+    p.int8_conv, p.int8_why = conv, why
+
+
+def int8_layers(plan_: EnginePlan) -> dict[str, str]:
+    """Per layer, which product the stepped run takes: "int8 (counts <= 127)" or "float (why)"."""
+    return {p.layer.name: "int8 where a chunk's counts are <= 127" if p.int8 else f"float ({p.int8_why or 'float form'})"
+            for p in plan_.layers}
 
 
 # --- time-stepped run --------------------------------------------------------------------------
@@ -189,14 +244,19 @@ def _pool(h: torch.Tensor, k: int) -> torch.Tensor:
     return h[:, :, :oh * k, :ow * k].reshape(n, c, oh, k, ow, k).sum((3, 5))
 
 
-def _synaptic(p: LayerPlan, h: torch.Tensor) -> torch.Tensor:
+def _synaptic(p: LayerPlan, h: torch.Tensor, int8: bool = False) -> torch.Tensor:
     """h [T*b, C, H, W] -> synaptic input [T*b, C_out * OH * OW] (bias included), all steps at once,
-    in h's dtype (float32 only where ``_chunk`` has proven it exact)."""
+    in h's dtype (float32 only where ``_chunk`` has proven it exact); ``int8``: h's counts are proven
+    at most 127, so the layer's int8 product (where planned) gives the same integers."""
     lay = p.layer
     if h.dtype == torch.float32:
         w, bias = p.weight32, p.bias32
     else:
         w, bias = p.weight, p.bias
+    if int8 and p.int8_dense is not None:
+        return ip.dense_int8(h.reshape(h.shape[0], -1), p.int8_dense, p.int8_shift, bias, h.dtype)
+    if int8 and p.int8_conv is not None:
+        return ip.conv_int8(p.int8_conv, h, bias, h.dtype).reshape(h.shape[0], -1)
     if p.dense:
         w = w.reshape(w.shape[0], -1)
         x = h.reshape(h.shape[0], -1)
@@ -237,6 +297,77 @@ def _scan(plan_: EnginePlan, p: LayerPlan, a: torch.Tensor, time_major: bool) ->
     return out
 
 
+# the quantised form's neuron update compiled (``_scan_kernel``): one pass a step instead of 4-5 torch
+# ops, the per-sample spike counts in the same pass (one thread, thread CPU time, 64 samples of the
+# demo's visual net: scans and counts about 8 ms -> 2 ms); False: the torch scans (same results)
+FUSED_SCAN = True
+
+
+def _scan_compiled(plan_: EnginePlan, p: LayerPlan, a: torch.Tensor, time_major: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_scan`` on the quantised form, compiled, and the spikes per sample and neuron summed over
+    steps ([b, n] float64, as ``_sum_steps``)."""
+    t = a.shape[0] if time_major else a.shape[1]
+    b, n = (a.shape[1] if time_major else a.shape[0]), a.shape[2]
+    out = a if time_major else torch.empty((t, b, n), dtype=a.dtype)
+    counts = torch.zeros((b, n), dtype=torch.float64)
+    cast = np.float32 if a.dtype == torch.float32 else np.float64
+    floor = p.floor if p.floor is not None else -math.inf
+    _scan_kernel(a.numpy(), time_major, cast(p.threshold), plan_.multi, plan_.subtract, cast(floor), cast(0), cast(1),
+                 out.numpy(), counts.numpy())
+    return out, counts
+
+
+@njit
+def _scan_kernel(a, time_major, th, multi, subtract, floor, zero, one, out, counts):  # pragma: no cover
+    """``_scan`` on integers, step by step: ``v += I``; spikes ``max(trunc(v / th), 0)`` (multi) or
+    ``v >= th``; ``v -= spikes * th`` (subtract) or ``v = 0`` where it spiked; ``v = max(v, floor)`` (-inf:
+    no floor); in
+    a's dtype (float32 only where the engine proved every value below 2**24: the same integers as the
+    torch ops). a [T, b, n] (``time_major``) or [b, T, n]; spikes to out [T, b, n] (may be a), summed
+    into counts [b, n]."""
+    t_, b_, n_ = out.shape
+    v = np.zeros((b_, n_), out.dtype)
+    spk = np.empty(n_, out.dtype)  # a step's spikes, local: the update loops see no aliasing and vectorise
+    for k in range(t_):
+        for s in range(b_):
+            vs = v[s]
+            ak = a[k, s] if time_major else a[s, k]
+            # the conventions' branches outside the neuron loops
+            if multi and subtract:
+                for j in range(n_):
+                    x = vs[j] + ak[j]
+                    q = np.trunc(x / th)
+                    q = q if q > zero else zero
+                    vs[j] = max(x - q * th, floor)
+                    spk[j] = q
+            elif multi:
+                for j in range(n_):
+                    x = vs[j] + ak[j]
+                    q = np.trunc(x / th)
+                    q = q if q > zero else zero
+                    vs[j] = max(zero if q > zero else x, floor)
+                    spk[j] = q
+            elif subtract:
+                for j in range(n_):
+                    x = vs[j] + ak[j]
+                    q = one if x >= th else zero
+                    vs[j] = max(x - q * th, floor)
+                    spk[j] = q
+            else:
+                for j in range(n_):
+                    x = vs[j] + ak[j]
+                    q = one if x >= th else zero
+                    vs[j] = max(zero if q > zero else x, floor)
+                    spk[j] = q
+            ok = out[k, s]
+            for j in range(n_):
+                ok[j] = spk[j]
+            cs = counts[s]
+            for j in range(n_):
+                cs[j] += spk[j]
+
+
 def _sum_steps(h: torch.Tensor, b: int, t: int, time_major: bool, exact32: bool) -> torch.Tensor:
     """Frames [T*b, ...] (or [b*T, ...]) -> [b, m] summed over steps, in float32 where ``exact32``.
     Time-major, a vector-matrix product: much faster than a reduction over the leading dimension."""
@@ -244,7 +375,24 @@ def _sum_steps(h: torch.Tensor, b: int, t: int, time_major: bool, exact32: bool)
     if time_major:
         m = h.reshape(t, -1).to(dtype)
         return (torch.ones(t, dtype=dtype) @ m).reshape(b, -1).double()
+    if KERNELS and h.dtype in (torch.float32, torch.float64) and h.is_contiguous():
+        out = torch.zeros((b, h[0].numel()), dtype=torch.float64)  # float64 sums of integers: exact
+        _sum_sample_major(h.reshape(b, t, -1).numpy(), out.numpy())
+        return out
     return h.reshape(b, t, -1).to(dtype).sum(1).double()
+
+
+@njit
+def _sum_sample_major(h, out):  # pragma: no cover - compiled
+    """h [b, T, n] -> out [b, n] += sum over steps (0.24-0.27 against 0.5 ms for torch's reduction over the
+    middle dimension, 64 samples of 2 x 34 x 34)."""
+    b_, t_, n_ = h.shape
+    for s in range(b_):
+        o = out[s]
+        for k in range(t_):
+            row = h[s, k]
+            for j in range(n_):
+                o[j] += row[j]
 
 
 def _peak(x: torch.Tensor) -> float:
@@ -282,14 +430,23 @@ def _chunk(plan_: EnginePlan, x: torch.Tensor, semantics: str, record: bool) -> 
             # float32 where the events prove every partial sum and state below 2**24, else float64
             f32 = p.weight32 is not None and (
                 proven or not plan_.integer or most * p.weight_sum + p.bias_max < FLOAT32_EXACT)
-            a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64))
+            # int8 where the chunk's counts are at most 127 (a priori, or this chunk's peak); else float
+            int8 = p.int8 and plan_.integer and (most <= ip.INT8_MAX or (proven and _peak(h) <= ip.INT8_MAX))
+            a = _synaptic(p, h.to(torch.float32 if f32 else torch.float64), int8)
             if not proven and plan_.integer and a.dtype == torch.float32:
                 if _state_max(p.threshold, p.floor, _peak(a), t, plan_.grows) >= FLOAT32_EXACT:
                     a = a.double()
-            s = _scan(plan_, p, a.reshape((t, b, -1) if time_major else (b, t, -1)), time_major)
+            a = a.reshape((t, b, -1) if time_major else (b, t, -1))
+            if FUSED_SCAN and KERNELS and plan_.integer and a.is_contiguous():
+                s, per_neuron = _scan_compiled(plan_, p, a, time_major)
+            else:
+                s = _scan(plan_, p, a, time_major)
+                per_neuron = None
+        if event or per_neuron is None:
+            s = s.reshape(t * b, *lay.out_shape)
+            per_neuron = _sum_steps(s, b, t, True, proven or t * _peak(s) < FLOAT32_EXACT)  # [b, n]
         time_major = True
         s = s.reshape(t * b, *lay.out_shape)
-        per_neuron = _sum_steps(s, b, t, True, proven or t * _peak(s) < FLOAT32_EXACT)  # [b, n]
         spikes.append(per_neuron.sum(1))
         # the next layer's events per input entry: these sums, pooled (sums commute)
         per_entry = _pool(per_neuron.reshape(b, *lay.out_shape), lay.pool).reshape(b, -1)
