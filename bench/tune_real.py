@@ -8,7 +8,9 @@ the wall time. The held-out test split is not loaded.
 
 Run: ``.venv/bin/python bench/tune_real.py --name NAME --cfg '{"epochs": 40, "shift_px": 3}'``
 (``--root``: a folder holding ``NMNIST/Train``; default: the shared subset, linked as
-bench_real.py links it). ``--log FILE`` appends the line to FILE.
+bench_real.py links it). ``--bn all`` trains with a BatchNorm after every weight layer (the real
+N-MNIST default of ``spikeport train``; ``hidden``: all but the output). ``--log FILE`` appends
+the line to FILE.
 """
 from __future__ import annotations
 
