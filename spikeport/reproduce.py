@@ -156,22 +156,12 @@ def _deploy_and_report(run: Path, deploy_one: Callable[[str], Any]) -> dict[str,
 
 
 def _deploy_scmrl(run: Path, schedule: Schedule) -> dict[str, dict[str, Any]]:
-    """Both patch embeddings on the chip, the head on the host (deploy.multi); energy from the
-    counts and the chip and host profiles (no ANN twin of a two-modality transformer exists,
-    so no ratio)."""
-    from spikeport.deploy.energy import chip_energy
+    """Both patch embeddings on the chip, the head on the host (deploy.multi), then the run's
+    energy report against a GPU running S-CMRL's ANN twin (``scmrl.ScmrlAnnTwin``: the same
+    transformer with ReLUs, on the frames summed over time; its MACs in export.json), as every
+    other row."""
     from spikeport.deploy.multi import deploy_scmrl
-    from spikeport.hw_profiles import load_profile
-    chips: dict[str, dict[str, Any]] = {}
-    for chip in CHIPS:
-        try:
-            stats = deploy_scmrl(run, chip, samples=schedule.deploy_samples)
-            est = chip_energy(stats, load_profile(chip), load_profile("cpu"))
-            chips[chip] = {**_chip_record(stats), "joules_per_inference": est.total,
-                           "dynamic_joules_per_inference": est.dynamic}
-        except SpikeportError as exc:
-            chips[chip] = {"not_deployed": str(exc)}
-    return chips
+    return _deploy_and_report(run, lambda chip: deploy_scmrl(run, chip, samples=schedule.deploy_samples))
 
 
 def _readout(run: Path) -> str | None:

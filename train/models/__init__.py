@@ -193,7 +193,7 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
     elif beta is not None:
         spec["beta"] = float(beta)
     if options:
-        if ann or (chip_native and model in WHOLE_CHIP_MODELS):
+        if (ann and model != "scmrl") or (chip_native and model in WHOLE_CHIP_MODELS):
             raise ConfigError(f"model_options: {model!r}{' (ANN twin)' if ann else ''} has no options to set")
         defaults = SCMRL_DEFAULTS if model == "scmrl" else SEED_A_DEFAULTS
         unknown = sorted(set(options) - set(defaults))
@@ -201,7 +201,13 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
             raise ConfigError(f"model_options: unknown key(s) {', '.join(unknown)} for {model!r}; "
                               f"valid: {', '.join(sorted(defaults))}")
         spec.update(copy.deepcopy(dict(options)))
-    if ann:
+    if ann and model == "scmrl":
+        # the twin's spec is a layer stack (spec.AnnSpec): S-CMRL's architecture keys, filled in,
+        # travel as its one composite layer
+        arch = set(SCMRL_DEFAULTS) - {"chip_native"}
+        spec["layers"] = ann_layers({**spec, "ann": False})
+        spec = {k: v for k, v in spec.items() if k not in arch}
+    elif ann:
         spec["layers"] = ann_layers(spec)
     elif model not in ("scmrl",) and not (chip_native and model in WHOLE_CHIP_MODELS) and readout is not None:
         spec["readout"] = readout
@@ -215,6 +221,11 @@ def ann_layers(spec: dict[str, Any] | ModelSpec) -> list[dict[str, Any]]:
     from spikeport.train.models.ann import paper_backbone_layers
     if isinstance(spec, ModelSpec):
         spec = spec.to_dict()
+    if spec.get("model") == "scmrl":  # the whole transformer as one composite layer
+        from spikeport.train.models.scmrl import twin_layers
+        if spec.get("ann"):
+            return copy.deepcopy(spec["layers"])
+        return twin_layers(ScmrlSpec.from_dict(spec))
     if spec.get("chip_native"):
         return copy.deepcopy(spec.get("layers") or chip_native_layers(
             spec["modality"], spec["num_classes"], spec.get("width", "small")))
@@ -247,6 +258,8 @@ def build_ann_twin(spec: dict[str, Any] | ModelSpec) -> nn.Module:
     """
     from spikeport.train.models.ann import AnnTwin
     spec = _check_spec(spec)
+    if spec.model == "scmrl":  # the transformer's twin: its own modules, ReLU for every neuron
+        return importlib.import_module("spikeport.train.models.scmrl").build_scmrl_twin(spec)
     layers = spec.layers if isinstance(spec, AnnSpec) else ann_layers(spec)
     return AnnTwin(spec.input_shape, layers)
 
