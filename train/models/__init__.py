@@ -217,7 +217,8 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
 
 
 def ann_layers(spec: dict[str, Any] | ModelSpec) -> list[dict[str, Any]]:
-    """The ANN twin's layer list: the chip-native stack itself, or the paper backbone's."""
+    """The ANN twin's layer list: the chip-native stack itself, or the paper backbone's; for
+    S-CMRL one composite layer ``{"type": "scmrl", <its architecture keys>}``."""
     from spikeport.train.models.ann import paper_backbone_layers
     if isinstance(spec, ModelSpec):
         spec = spec.to_dict()
@@ -254,7 +255,9 @@ def build_ann_twin(spec: dict[str, Any] | ModelSpec) -> nn.Module:
     """The ANN twin of the spec's backbone (ReLU for LIF, input = frames summed over T), untrained.
 
     Works from either the SNN's spec or the twin's own (``ann: true``); its weight layers carry
-    the SNN's module names (conv1, fc1, ...) so per-layer counts line up.
+    the SNN's module names (conv1, fc1, ...) so per-layer counts line up. S-CMRL's twin is the
+    whole transformer (``scmrl.ScmrlAnnTwin``: patch embeddings, attention, MLP blocks, head),
+    taking the audio-visual pair; every other twin is a feed-forward stack (``ann.AnnTwin``).
     """
     from spikeport.train.models.ann import AnnTwin
     spec = _check_spec(spec)

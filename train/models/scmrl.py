@@ -59,6 +59,15 @@ Switches (spec keys, for the paper's ablation and its unimodal references):
   with 3x3, audio 4x4 -> 3x3 with 2x2), so both modalities give the same tokens. The
   positional branch (Conv-BN-LIF on the tokens, added to them) runs on the host with the
   attention, since adding two spike trains is a host operation.
+
+ANN twin (``ScmrlAnnTwin``, ``build_ann_twin``): this model with a ReLU for every spiking neuron,
+run once on the frames summed over time (the zoo's twin convention), what the energy report's GPU
+baseline runs. Its spec is a twin spec (``ann: true``) whose layer stack is one composite layer
+holding these architecture keys (``twin_layers``).
+
+Training speed: every neuron layer runs its whole sequence as one autograd node (``_BraincogScan``
+here, ``train.fused_neurons`` for the chip-native embeddings' ``snn.Leaky``); stepping them
+through time cost about twice the CPU time a training step (``bench/bench_scmrl.py``).
 """
 from __future__ import annotations
 
