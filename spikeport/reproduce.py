@@ -404,12 +404,14 @@ def accuracy_figure(rows: list[RunRow], path: Path) -> None:
     plt.close(fig)
 
 
-def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedule: Schedule, real: bool
-              ) -> tuple[list[RunRow], str | None]:
+def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedule: Schedule, real: bool,
+              seeds: list[int] | None = None) -> tuple[list[RunRow], str | None]:
     """The rows of ``out/reproduce.json`` for the (model, modality) pairs not in the plan ``todo``,
     when that file was written with the same variant, schedule and data (so its cells are
     comparable), and its date; ([], None) otherwise. A ``--models`` subset thus updates its rows of
-    the tables and keeps the others, instead of dropping them."""
+    the tables and keeps the others, instead of dropping them. With ``seeds`` (the seeds this run
+    trains), a planned pair's rows of other seeds are kept too: ``--seed 3`` adds seeds 3-5 to the
+    0-2 of an earlier run."""
     path = Path(out) / "reproduce.json"
     if not path.is_file():
         return [], None
@@ -422,8 +424,9 @@ def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedul
     known = {f for f in RunRow.__dataclass_fields__}
     # joint is planned as one run ("joint") and gives a row a modality
     planned = {(m, mod) for m, mods, _ in todo for mod in (("visual", "audio") if mods == "joint" else (mods,))}
+    ran = set(seeds) if seeds is not None else None
     rows = [RunRow(**{k: v for k, v in r.items() if k in known}) for r in record.get("rows", [])
-            if (r.get("model"), r.get("modality")) not in planned]
+            if (r.get("model"), r.get("modality")) not in planned or (ran is not None and r.get("seed", 0) not in ran)]
     for r in rows:  # rows written before rows carried their day: the file's
         r.date = r.date or str(record.get("date", "?"))[:10]
     return rows, str(record.get("date", "?"))[:10]
@@ -446,7 +449,8 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
     models = models or all_models
     todo = plan(models, _datasets(root, real))
     subset = set(todo) != set(plan(all_models, _datasets(root, real)))
-    kept, kept_date = kept_rows(Path(out), todo, variant, schedule, real) if subset else ([], None)
+    kept, kept_date = kept_rows(Path(out), todo, variant, schedule, real, seeds=list(range(seed, seed + n_seeds))) \
+        if subset else ([], None)
     rows: list[RunRow] = []
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -476,6 +480,8 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
         by_date: dict[str, list[str]] = {}
         for r in kept:
             name = f"{r.model} {r.modality}" if r.model in rerun or r.model in {k.model for k in rows} else r.model
+            if r.model in rerun:  # a planned model's rows of other seeds
+                name = f"{r.model} seed {r.seed}"
             names = by_date.setdefault(r.date or "?", [])
             if name not in names:
                 names.append(name)

@@ -336,3 +336,24 @@ def test_tiny_run_reports_a_ratio_against_its_twin(av_root, tmp_path):
         assert entry["host_macs_per_sample"] > 0 and entry["joules_per_inference"] > 0
     assert chips["baseline_joules"]["gpu-horowitz45"] > 0
     assert (run / "report" / "energy.md").is_file()
+
+
+def test_reproduce_of_more_seeds_keeps_the_earlier_seeds(tmp_path):
+    """`reproduce --models scmrl --seed 3` replaces seeds 3-5 and keeps an earlier run's 0-2
+    (same schedule), so the S-CMRL cells aggregate all six."""
+    from dataclasses import asdict
+
+    from spikeport.reproduce import FULL, RunRow, aggregate, kept_rows, plan
+    todo = plan(["scmrl"], {"visual": "v", "audio": "a", "joint": "v+a", "audiovisual": "av"})
+    earlier = [RunRow(model="scmrl", modality="audiovisual", dataset="av", run="r", seed=s, float_accuracy=0.5 + s / 10)
+               for s in (0, 1, 2, 3)] + [RunRow(model="baseline", modality="visual", dataset="v", run="r", seed=0)]
+    (tmp_path / "reproduce.json").write_text(json.dumps(
+        {"date": "2026-01-02T00:00:00", "variant": "chip-native", "schedule": asdict(FULL), "real": False,
+         "rows": [asdict(r) for r in earlier]}))
+    kept, _ = kept_rows(tmp_path, todo, "chip-native", FULL, False, seeds=[3, 4, 5])
+    assert [(r.model, r.seed) for r in kept] == [("scmrl", 0), ("scmrl", 1), ("scmrl", 2), ("baseline", 0)]
+    assert [r.model for r in kept_rows(tmp_path, todo, "chip-native", FULL, False)[0]] == ["baseline"]
+    new = [RunRow(model="scmrl", modality="audiovisual", dataset="av", run="r", seed=s, float_accuracy=0.9)
+           for s in (3, 4, 5)]
+    cell = aggregate(kept + new)[("scmrl", "audiovisual")]["float"]
+    assert cell.n == 6 and cell.mean == pytest.approx((0.5 + 0.6 + 0.7 + 3 * 0.9) / 6)
