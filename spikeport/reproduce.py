@@ -477,15 +477,17 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                   "standard deviation over the seeds.")
     if kept:
         rerun = {m for m, _, _ in todo}
-        by_date: dict[str, list[str]] = {}
+        by_date: dict[str, dict[str, list[int]]] = {}
         for r in kept:
             name = f"{r.model} {r.modality}" if r.model in rerun or r.model in {k.model for k in rows} else r.model
-            if r.model in rerun:  # a planned model's rows of other seeds
-                name = f"{r.model} seed {r.seed}"
-            names = by_date.setdefault(r.date or "?", [])
-            if name not in names:
-                names.append(name)
-        parts = [f"{', '.join(names)} from the run of {day}" for day, names in sorted(by_date.items())]
+            if r.model in rerun:  # a planned model's rows of other seeds: named with their seeds
+                name = r.model
+            seeds_of = by_date.setdefault(r.date or "?", {}).setdefault(name, [])
+            if r.model in rerun and r.seed not in seeds_of:
+                seeds_of.append(r.seed)
+        parts = [", ".join(f"{n} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})" if s else n
+                           for n, s in names.items())
+                 + f" from the run of {day}" for day, names in sorted(by_date.items())]
         provenance += (f" That run trained {', '.join(models)}; the other rows are kept from earlier runs with the "
                        f"same variant, schedule and data: {'; '.join(parts)}.")
         order = {m: i for i, m in enumerate(all_models)}
