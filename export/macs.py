@@ -7,6 +7,7 @@ so it counts what a GPU would run from that file, independently of torch.
 """
 from __future__ import annotations
 
+import ast
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,10 +31,41 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return shapes
 
 
+def _module_path(path: str) -> str:
+    """A torch module path as the layer's name: without the wrapper's ``model.`` and the stacks'
+    ``blocks.`` ("model.blocks.conv1" -> "conv1"; S-CMRL's twin keeps its path,
+    "head.block_audio.attn.spatial.q.conv"), so nested layers of the same leaf name stay apart."""
+    parts = [p for p in path.split(".") if p]
+    if parts[:1] == ["model"]:
+        parts = parts[1:]
+    if parts[:1] == ["blocks"]:
+        parts = parts[1:]
+    return ".".join(parts) or path
+
+
 def _layer_name(weight_name: str) -> str:
-    # initialisers keep the torch parameter name ("m.blocks.conv1.weight"): the layer is "conv1"
+    # initialisers keep the torch parameter name ("model.blocks.conv1.weight"): the layer is "conv1"
     parts = weight_name.split(".")
-    return parts[-2] if len(parts) >= 2 and parts[-1] in ("weight", "bias") else weight_name
+    if len(parts) >= 2 and parts[-1] in ("weight", "bias"):
+        return _module_path(".".join(parts[:-1]))
+    return weight_name
+
+
+def _scope_name(node: onnx.NodeProto) -> str:
+    """A product of two activations (attention's Q K^T, its product with V) named by the module
+    the exporter recorded it in (``pkg.torch.onnx.name_scopes``), else by the node."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    scopes = meta.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            import ast
+            # module paths from the root down, then the op itself: the innermost module's
+            names = [s for s in ast.literal_eval(scopes) if s == "model" or s.startswith("model.")]
+        except (ValueError, SyntaxError):
+            names = []
+        if names:
+            return f"{_module_path(names[-1])}.{node.op_type.lower()}"
+    return node.name or node.op_type
 
 
 def onnx_macs(model: onnx.ModelProto | str | Path) -> list[dict]:
@@ -62,20 +94,25 @@ def onnx_macs(model: onnx.ModelProto | str | Path) -> list[dict]:
             macs = int(np.prod(so)) * k
         else:  # MatMul (numpy semantics): each output element is a dot product of length K
             macs = int(np.prod(so)) * sa[-1]
-        layers.append({"name": _layer_name(b), "op": node.op_type, "macs": macs // batch})
+        name = _layer_name(b) if b in inits else _scope_name(node)
+        layers.append({"name": name, "op": node.op_type, "macs": macs // batch})
     return layers
 
 
-def torch_macs(module: torch.nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
-    """(total, per module) MACs of one forward pass over ``example`` (batch 1), from
-    ``torch.utils.flop_counter.FlopCounterMode`` (flops / 2 of conv, mm, addmm, bmm)."""
+def torch_macs(module: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]
+               ) -> tuple[int, dict[str, int]]:
+    """(total, per module) MACs of one forward pass over ``example`` (batch 1; a tuple of tensors
+    is passed as separate arguments), from ``torch.utils.flop_counter.FlopCounterMode`` (flops / 2
+    of conv, mm, addmm, bmm)."""
+    args = tuple(example) if isinstance(example, (tuple, list)) else (example,)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        module(example)
-    batch = example.shape[0]
+        module(*args)
+    batch = args[0].shape[0]
     per_module: dict[str, int] = defaultdict(int)
     for mod_name, ops in counter.get_flop_counts().items():
-        leaf = mod_name.split(".")[-1]
-        if mod_name.count(".") >= 1:  # leaf modules only (the totals repeat at every parent)
-            per_module[leaf] += int(sum(ops.values())) // 2 // batch
+        # "LogitsOnly.model.blocks.conv1" -> "conv1" (the layer names of ``onnx_macs``); every
+        # parent repeats its children's totals under its own path
+        if mod_name.count(".") >= 1:
+            per_module[_module_path(mod_name.split(".", 1)[1])] += int(sum(ops.values())) // 2 // batch
     return int(counter.get_total_flops()) // 2 // batch, dict(per_module)

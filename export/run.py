@@ -95,7 +95,12 @@ def export_model(model: nn.Module, spec: ModelSpec | dict[str, Any], inputs: tor
         if ann is not None:
             from spikeport.export.onnx_twin import ann_summary
             twin, trained = ann
-            frames = chip_inputs.sum(1)  # the twin's input: frames summed over T
+            # the twin's input: frames summed over T (a twin of the audio-visual pair, S-CMRL's,
+            # takes both modalities' sums; every other twin the chip's input)
+            if getattr(twin, "takes_pair", False) and isinstance(inputs, tuple):
+                frames = tuple(v.sum(1) for v in inputs)
+            else:
+                frames = chip_inputs.sum(1)
             ann_info = AnnExport(**ann_summary(twin, stage / ONNX_FILE, frames), trained=trained)
 
         info = ExportInfo(model=spec.model, chip_native=bool(spec.chip_native), nir_file=NIR_FILE,
@@ -112,7 +117,8 @@ def export_model(model: nn.Module, spec: ModelSpec | dict[str, Any], inputs: tor
 
 def load_ann_twin(run_dir: Path, spec: ModelSpec) -> tuple[nn.Module, bool] | None:
     """The trained twin from the sibling run ``<run>_ann`` if there is one, else the twin
-    architecture untrained (MACs only); None when the model has no twin (audio-visual)."""
+    architecture untrained (MACs only); None when the model has no twin (joint's two encoders
+    and one trunk; S-CMRL has one, ``scmrl.ScmrlAnnTwin``)."""
     from spikeport.train.checkpoint import MODEL_FILE, load_run_model
     from spikeport.train.models import build_ann_twin
     sibling = run_dir.with_name(f"{run_dir.name}_ann")

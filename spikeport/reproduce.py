@@ -156,22 +156,12 @@ def _deploy_and_report(run: Path, deploy_one: Callable[[str], Any]) -> dict[str,
 
 
 def _deploy_scmrl(run: Path, schedule: Schedule) -> dict[str, dict[str, Any]]:
-    """Both patch embeddings on the chip, the head on the host (deploy.multi); energy from the
-    counts and the chip and host profiles (no ANN twin of a two-modality transformer exists,
-    so no ratio)."""
-    from spikeport.deploy.energy import chip_energy
+    """Both patch embeddings on the chip, the head on the host (deploy.multi), then the run's
+    energy report against a GPU running S-CMRL's ANN twin (``scmrl.ScmrlAnnTwin``: the same
+    transformer with ReLUs, on the frames summed over time; its MACs in export.json), as every
+    other row."""
     from spikeport.deploy.multi import deploy_scmrl
-    from spikeport.hw_profiles import load_profile
-    chips: dict[str, dict[str, Any]] = {}
-    for chip in CHIPS:
-        try:
-            stats = deploy_scmrl(run, chip, samples=schedule.deploy_samples)
-            est = chip_energy(stats, load_profile(chip), load_profile("cpu"))
-            chips[chip] = {**_chip_record(stats), "joules_per_inference": est.total,
-                           "dynamic_joules_per_inference": est.dynamic}
-        except SpikeportError as exc:
-            chips[chip] = {"not_deployed": str(exc)}
-    return chips
+    return _deploy_and_report(run, lambda chip: deploy_scmrl(run, chip, samples=schedule.deploy_samples))
 
 
 def _readout(run: Path) -> str | None:
@@ -414,12 +404,14 @@ def accuracy_figure(rows: list[RunRow], path: Path) -> None:
     plt.close(fig)
 
 
-def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedule: Schedule, real: bool
-              ) -> tuple[list[RunRow], str | None]:
+def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedule: Schedule, real: bool,
+              seeds: list[int] | None = None) -> tuple[list[RunRow], str | None]:
     """The rows of ``out/reproduce.json`` for the (model, modality) pairs not in the plan ``todo``,
     when that file was written with the same variant, schedule and data (so its cells are
     comparable), and its date; ([], None) otherwise. A ``--models`` subset thus updates its rows of
-    the tables and keeps the others, instead of dropping them."""
+    the tables and keeps the others, instead of dropping them. With ``seeds`` (the seeds this run
+    trains), a planned pair's rows of other seeds are kept too: ``--seed 3`` adds seeds 3-5 to the
+    0-2 of an earlier run."""
     path = Path(out) / "reproduce.json"
     if not path.is_file():
         return [], None
@@ -432,8 +424,9 @@ def kept_rows(out: Path, todo: list[tuple[str, str, str]], variant: str, schedul
     known = {f for f in RunRow.__dataclass_fields__}
     # joint is planned as one run ("joint") and gives a row a modality
     planned = {(m, mod) for m, mods, _ in todo for mod in (("visual", "audio") if mods == "joint" else (mods,))}
+    ran = set(seeds) if seeds is not None else None
     rows = [RunRow(**{k: v for k, v in r.items() if k in known}) for r in record.get("rows", [])
-            if (r.get("model"), r.get("modality")) not in planned]
+            if (r.get("model"), r.get("modality")) not in planned or (ran is not None and r.get("seed", 0) not in ran)]
     for r in rows:  # rows written before rows carried their day: the file's
         r.date = r.date or str(record.get("date", "?"))[:10]
     return rows, str(record.get("date", "?"))[:10]
@@ -456,7 +449,8 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
     models = models or all_models
     todo = plan(models, _datasets(root, real))
     subset = set(todo) != set(plan(all_models, _datasets(root, real)))
-    kept, kept_date = kept_rows(Path(out), todo, variant, schedule, real) if subset else ([], None)
+    kept, kept_date = kept_rows(Path(out), todo, variant, schedule, real, seeds=list(range(seed, seed + n_seeds))) \
+        if subset else ([], None)
     rows: list[RunRow] = []
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -483,13 +477,17 @@ def reproduce(out: Path = Path("results"), runs: Path = Path("runs/reproduce"), 
                   "standard deviation over the seeds.")
     if kept:
         rerun = {m for m, _, _ in todo}
-        by_date: dict[str, list[str]] = {}
+        by_date: dict[str, dict[str, list[int]]] = {}
         for r in kept:
             name = f"{r.model} {r.modality}" if r.model in rerun or r.model in {k.model for k in rows} else r.model
-            names = by_date.setdefault(r.date or "?", [])
-            if name not in names:
-                names.append(name)
-        parts = [f"{', '.join(names)} from the run of {day}" for day, names in sorted(by_date.items())]
+            if r.model in rerun:  # a planned model's rows of other seeds: named with their seeds
+                name = r.model
+            seeds_of = by_date.setdefault(r.date or "?", {}).setdefault(name, [])
+            if r.model in rerun and r.seed not in seeds_of:
+                seeds_of.append(r.seed)
+        parts = [", ".join(f"{n} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})" if s else n
+                           for n, s in names.items())
+                 + f" from the run of {day}" for day, names in sorted(by_date.items())]
         provenance += (f" That run trained {', '.join(models)}; the other rows are kept from earlier runs with the "
                        f"same variant, schedule and data: {'; '.join(parts)}.")
         order = {m: i for i, m in enumerate(all_models)}

@@ -193,7 +193,7 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
     elif beta is not None:
         spec["beta"] = float(beta)
     if options:
-        if ann or (chip_native and model in WHOLE_CHIP_MODELS):
+        if (ann and model != "scmrl") or (chip_native and model in WHOLE_CHIP_MODELS):
             raise ConfigError(f"model_options: {model!r}{' (ANN twin)' if ann else ''} has no options to set")
         defaults = SCMRL_DEFAULTS if model == "scmrl" else SEED_A_DEFAULTS
         unknown = sorted(set(options) - set(defaults))
@@ -201,7 +201,13 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
             raise ConfigError(f"model_options: unknown key(s) {', '.join(unknown)} for {model!r}; "
                               f"valid: {', '.join(sorted(defaults))}")
         spec.update(copy.deepcopy(dict(options)))
-    if ann:
+    if ann and model == "scmrl":
+        # the twin's spec is a layer stack (spec.AnnSpec): S-CMRL's architecture keys, filled in,
+        # travel as its one composite layer
+        arch = set(SCMRL_DEFAULTS) - {"chip_native"}
+        spec["layers"] = ann_layers({**spec, "ann": False})
+        spec = {k: v for k, v in spec.items() if k not in arch}
+    elif ann:
         spec["layers"] = ann_layers(spec)
     elif model not in ("scmrl",) and not (chip_native and model in WHOLE_CHIP_MODELS) and readout is not None:
         spec["readout"] = readout
@@ -211,10 +217,16 @@ def default_spec(model: str, dataset: str, chip_native: bool = False, ann: bool 
 
 
 def ann_layers(spec: dict[str, Any] | ModelSpec) -> list[dict[str, Any]]:
-    """The ANN twin's layer list: the chip-native stack itself, or the paper backbone's."""
+    """The ANN twin's layer list: the chip-native stack itself, or the paper backbone's; for
+    S-CMRL one composite layer ``{"type": "scmrl", <its architecture keys>}``."""
     from spikeport.train.models.ann import paper_backbone_layers
     if isinstance(spec, ModelSpec):
         spec = spec.to_dict()
+    if spec.get("model") == "scmrl":  # the whole transformer as one composite layer
+        from spikeport.train.models.scmrl import twin_layers
+        if spec.get("ann"):
+            return copy.deepcopy(spec["layers"])
+        return twin_layers(ScmrlSpec.from_dict(spec))
     if spec.get("chip_native"):
         return copy.deepcopy(spec.get("layers") or chip_native_layers(
             spec["modality"], spec["num_classes"], spec.get("width", "small")))
@@ -243,10 +255,14 @@ def build_ann_twin(spec: dict[str, Any] | ModelSpec) -> nn.Module:
     """The ANN twin of the spec's backbone (ReLU for LIF, input = frames summed over T), untrained.
 
     Works from either the SNN's spec or the twin's own (``ann: true``); its weight layers carry
-    the SNN's module names (conv1, fc1, ...) so per-layer counts line up.
+    the SNN's module names (conv1, fc1, ...) so per-layer counts line up. S-CMRL's twin is the
+    whole transformer (``scmrl.ScmrlAnnTwin``: patch embeddings, attention, MLP blocks, head),
+    taking the audio-visual pair; every other twin is a feed-forward stack (``ann.AnnTwin``).
     """
     from spikeport.train.models.ann import AnnTwin
     spec = _check_spec(spec)
+    if spec.model == "scmrl":  # the transformer's twin: its own modules, ReLU for every neuron
+        return importlib.import_module("spikeport.train.models.scmrl").build_scmrl_twin(spec)
     layers = spec.layers if isinstance(spec, AnnSpec) else ann_layers(spec)
     return AnnTwin(spec.input_shape, layers)
 

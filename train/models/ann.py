@@ -5,6 +5,9 @@ It is the conventional network the energy report compares against (a GPU runs it
 its weight layers carry the SNN's module names (``conv1``, ``fc1``, ...) and the per-layer MAC
 count lines up with the SNN's per-layer synaptic operations. The output layer has no ReLU:
 its outputs are the logits (a ReLU there would only clip them).
+
+S-CMRL's twin, a transformer rather than a stack, lives beside its SNN (``scmrl.ScmrlAnnTwin``)
+and follows the same rules: every neuron a ReLU, the frames summed over time.
 """
 from __future__ import annotations
 

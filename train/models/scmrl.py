@@ -59,6 +59,15 @@ Switches (spec keys, for the paper's ablation and its unimodal references):
   with 3x3, audio 4x4 -> 3x3 with 2x2), so both modalities give the same tokens. The
   positional branch (Conv-BN-LIF on the tokens, added to them) runs on the host with the
   attention, since adding two spike trains is a host operation.
+
+ANN twin (``ScmrlAnnTwin``, ``build_ann_twin``): this model with a ReLU for every spiking neuron,
+run once on the frames summed over time (the zoo's twin convention), what the energy report's GPU
+baseline runs. Its spec is a twin spec (``ann: true``) whose layer stack is one composite layer
+holding these architecture keys (``twin_layers``).
+
+Training speed: every neuron layer runs its whole sequence as one autograd node (``_BraincogScan``
+here, ``train.fused_neurons`` for the chip-native embeddings' ``snn.Leaky``); stepping them
+through time cost about twice the CPU time a training step (``bench/bench_scmrl.py``).
 """
 from __future__ import annotations
 
@@ -69,6 +78,7 @@ import torch
 from torch import nn
 
 from spikeport.errors import ConfigError
+from spikeport.train.fused_neurons import leaky_cell_scan
 from spikeport.train.models.base import ModelOutput
 from spikeport.train.models.spec import DEFAULT_INPUT_SHAPES, SCMRL_DEFAULTS, SCMRL_INPUTS, ScmrlSpec  # noqa: F401
 
@@ -112,11 +122,60 @@ def sigmoid_surrogate(alpha: float):
     return spike_grad
 
 
+class _BraincogScan(torch.autograd.Function):
+    """The braincog LIF over a whole sequence in one autograd node: scaled currents [T, B, ...]
+    -> spikes [T, B, ...].
+
+    Forward, per step (the operations of the step loop, same operands, same order, so the same
+    bits): ``m = beta * v + i[t]``, ``s = H(m - threshold)``, ``v = m - s * m`` (= 0 where it
+    spiked, else ``m``: exact). Backward: the BPTT of exactly that graph, the reset not detached
+    (as autograd differentiates the loop): with ``g_v`` the gradient reaching ``v[t]`` from step
+    t + 1 and ``sg = alpha * q * (1 - q)``, ``q = sigmoid(alpha * (m[t] - threshold))``,
+
+        dL/dm[t] = (dL/ds[t] - g_v * m[t]) * sg[t] + g_v * (1 - s[t]),   g_v(t - 1) = beta * dL/dm[t]
+
+    The step loop left every step's backward to materialise a zero tensor of the whole sequence
+    (the backward of ``x[t]``) and a dozen small nodes a step; here the surrogate terms are
+    computed for all steps at once and the loop is one multiply-add a step.
+    """
+
+    @staticmethod
+    def forward(ctx, scaled: torch.Tensor, beta: float, threshold: float,  # type: ignore[override]
+                alpha: float) -> torch.Tensor:
+        mem = torch.empty_like(scaled)      # m[t], the membrane before the reset
+        keep = torch.empty_like(scaled)     # 1 - s[t]
+        v = torch.zeros_like(scaled[0])
+        for t in range(scaled.shape[0]):
+            m = mem[t]
+            torch.add(beta * v, scaled[t], out=m)
+            # m - threshold > 0 is exactly m > threshold (gradual underflow, the default), and
+            # m - s * m is m * (1 - s) exactly (m or +0: a spiking m is > threshold > 0)
+            torch.le(m, threshold, out=keep[t])
+            v = m * keep[t]
+        ctx.save_for_backward(mem, keep)
+        ctx.beta, ctx.threshold, ctx.alpha = beta, threshold, alpha
+        return 1.0 - keep
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
+        mem, keep = ctx.saved_tensors
+        q = torch.sigmoid(ctx.alpha * (mem - ctx.threshold))
+        sg = ctx.alpha * q * (1.0 - q)
+        direct = grad_spikes * sg                  # dL/ds[t] * sg[t]
+        carry = keep - mem * sg                    # dv[t] / dm[t] = (1 - s[t]) - m[t] * sg[t]
+        grad = direct                              # becomes dL/dm[t], last step first
+        for t in range(grad.shape[0] - 2, -1, -1):
+            grad[t].addcmul_(carry[t], grad[t + 1], value=ctx.beta)
+        return grad, None, None, None
+
+
 class MultiStepLIF(nn.Module):
     """braincog LIF over time: ``mem += (x - mem) / tau``, spike at mem > threshold, reset to 0.
 
     Input and output [T, ...]. When ``keep`` is set the last output is kept in ``last`` (for
-    ``record=True``).
+    ``record=True``). ``fused`` (default True): the whole sequence as one autograd node
+    (``_BraincogScan``: the same spikes, bit for bit, and the same gradients up to the order of
+    float sums); False: the step loop, written out.
     """
 
     def __init__(self, tau: float = 2.0, threshold: float = 1.0, alpha: float = 4.0) -> None:
@@ -126,21 +185,24 @@ class MultiStepLIF(nn.Module):
         self.threshold = float(threshold)
         self.alpha = float(alpha)
         self.keep = False
+        self.fused = True
         self.last: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # snntorch Leaky(beta = 1 - 1/tau, reset "zero", reset_delay False) fed x / tau, step for
-        # step in its own float order, written out: a third of its operations per step (this
-        # model runs ~30 of these layers over T steps, and the loop dominates its CPU time).
-        mem = torch.zeros_like(x[0])
-        out = []
+        # step in its own float order.
         scaled = x / self.tau
-        for t in range(x.shape[0]):
-            mem = self.beta * mem + scaled[t]
-            spk = SigmoidSurrogate.apply(mem - self.threshold, self.alpha)
-            mem = mem - spk * mem
-            out.append(spk)
-        spikes = torch.stack(out)
+        if self.fused:
+            spikes = _BraincogScan.apply(scaled, self.beta, self.threshold, self.alpha)
+        else:
+            mem = torch.zeros_like(x[0])
+            out = []
+            for t in range(x.shape[0]):
+                mem = self.beta * mem + scaled[t]
+                spk = SigmoidSurrogate.apply(mem - self.threshold, self.alpha)
+                mem = mem - spk * mem
+                out.append(spk)
+            spikes = torch.stack(out)
         if self.keep:
             self.last = spikes
         return spikes
@@ -326,12 +388,16 @@ class ChipPatchEmbed(nn.Module):
                 h = m(h)
                 continue
             cur = h.reshape(steps, batch, *h.shape[1:])
-            mem = torch.zeros_like(cur[0])
-            out = []
-            for t in range(steps):
-                spk, mem = m(cur[t], mem)
-                out.append(spk)
-            train = torch.stack(out)
+            # one fused scan over the sequence (snntorch's arithmetic and gradients,
+            # train.fused_neurons); the step loop when the cell is one the scan does not cover
+            train = leaky_cell_scan(m, cur) if getattr(self, "fused_neurons", True) else None
+            if train is None:
+                mem = torch.zeros_like(cur[0])
+                out = []
+                for t in range(steps):
+                    spk, mem = m(cur[t], mem)
+                    out.append(spk)
+                train = torch.stack(out)
             if record is not None:
                 record[name] = train
             h = train.flatten(0, 1)
@@ -525,3 +591,133 @@ def build_scmrl(spec: dict[str, Any] | ScmrlSpec) -> nn.Module:
             raise ConfigError(f"spec key part: {spec.part!r} needs chip_native and visual or audio")
         return ScmrlChipPart(spec)
     return SCMRL(spec)
+
+
+# ----------------------------------------------------------------------------- the ANN twin
+
+#: The layer type of an S-CMRL twin's layer stack: the twin spec (``spec.AnnSpec``, a layer
+#: stack) holds one composite layer ``{"type": "scmrl", <S-CMRL's architecture keys>}``.
+TWIN_LAYER = "scmrl"
+
+
+def twin_layers(spec: ScmrlSpec) -> list[dict[str, Any]]:
+    """The twin spec's ``layers`` for an S-CMRL spec: one composite layer with every architecture
+    key (``ScmrlSpec.OPTIONS``, chip_native included)."""
+    record = spec.to_dict()
+    return [{"type": TWIN_LAYER, **{k: record[k] for k in ScmrlSpec.OPTIONS}}]
+
+
+def twin_snn_spec(twin: Any) -> ScmrlSpec:
+    """The S-CMRL spec an ANN twin spec (``ann``, ``layers`` = ``twin_layers(...)``) was made from."""
+    record = twin.to_dict() if hasattr(twin, "to_dict") else dict(twin)
+    layers = record.get("layers") or []
+    if len(layers) != 1 or not isinstance(layers[0], dict) or layers[0].get("type") != TWIN_LAYER:
+        raise ConfigError(f"spec key layers: an S-CMRL twin has one layer of type {TWIN_LAYER!r}, got {layers!r}")
+    arch = {k: v for k, v in layers[0].items() if k != "type"}
+    common = {k: v for k, v in record.items() if k not in ("layers", "width", "beta", "threshold", "init_gain")}
+    return ScmrlSpec.from_dict({**common, **arch, "ann": False})
+
+
+class ScmrlAnnTwin(SCMRL):
+    """The ANN twin of S-CMRL: the same modules (patch embeddings, positional branches,
+    cross-modal blocks with both attention branches, MLP blocks, head; their names too, so
+    per-layer counts line up) with every spiking neuron (``MultiStepLIF``, the chip-native
+    embeddings' ``snn.Leaky``) replaced by a ReLU; BatchNorm, pooling (the adaptive max pool in
+    its sliced, exportable form), attention scale, residual weight and means as in the SNN.
+
+    Time, as every twin of the zoo (``ann.AnnTwin``): the input frames are summed over T and the
+    network runs once on that one dense frame, i.e. the SNN's architecture at T = 1 (its temporal
+    attention branch then attends over a single step). Input: the pair (visual [B, T, C, H, W],
+    audio [B, T, N]), or the already summed pair ([B, C, H, W], [B, N]). Trained on the
+    cross-entropy alone, as every twin (``train.loop.loss_function``); ``extra`` still carries
+    f_a / f_v.
+    """
+
+    takes_pair = True
+
+    def __init__(self, spec: ScmrlSpec) -> None:
+        super().__init__(spec)
+        _relu_for_neurons(self)
+        self.input_shapes = {m: list(s) for m, s in spec.input_shapes.items()}
+
+    def accumulate(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair of [B, T, ...] spike frames -> the pair of [B, 1, ...] summed frames (one step)."""
+        if not isinstance(x, (tuple, list)) or len(x) != 2:
+            raise ConfigError("scmrl ANN twin takes a pair (visual [B, T, C, H, W], audio [B, T, N])")
+        out = []
+        for name, v in zip(("visual", "audio"), x):
+            n = len(self.input_shapes[name])
+            if v.dim() == n + 2:
+                v = v.sum(1, keepdim=True)
+            elif v.dim() == n + 1:
+                v = v.unsqueeze(1)
+            else:
+                raise ConfigError(f"scmrl ANN twin: {name} input of shape {list(v.shape)} is neither "
+                                  f"[B, T, {self.input_shapes[name]}] nor [B, {self.input_shapes[name]}]")
+            out.append(v)
+        return out[0], out[1]
+
+    def forward(self, x, record: bool = False) -> ModelOutput:
+        acts: dict[str, torch.Tensor] = {}
+        hooks = []
+        if record:  # every ReLU's output, by module path
+            for name, m in self.named_modules():
+                if isinstance(m, nn.ReLU):  # [1, B, ...] time-major, or [B, ...] where T is folded in
+                    hooks.append(m.register_forward_hook(
+                        lambda _m, _i, out, name=name: acts.__setitem__(name, out.detach())))
+        try:
+            tv, ta = self.backbone(*self.accumulate(x))
+            logits, fused, f_a, f_v = self.head(tv, ta)
+        finally:
+            for h in hooks:
+                h.remove()
+        extra = {} if f_a is None else {"f_a": f_a, "f_v": f_v}
+        return ModelOutput(logits=logits, features=fused, spikes=acts if record else None, extra=extra)
+
+
+class SlicedAdaptiveMaxPool2d(nn.Module):
+    """``nn.AdaptiveMaxPool2d`` written as the max over each of its windows (PyTorch's: rows
+    ``floor(i H / h)`` to ``ceil((i + 1) H / h)``, likewise columns), for a fixed input size.
+
+    The same values; ONNX has no adaptive pooling whose output does not divide the input (the
+    patch embedding's 5x5 -> 3x3), and slices and maxima export everywhere.
+    """
+
+    def __init__(self, output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = (int(output_size[0]), int(output_size[1]))
+
+    @staticmethod
+    def _windows(size: int, out: int) -> list[tuple[int, int]]:
+        return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._windows(int(x.shape[-2]), self.output_size[0])
+        cols = self._windows(int(x.shape[-1]), self.output_size[1])
+        out = [torch.stack([x[..., r0:r1, c0:c1].amax(dim=(-2, -1)) for c0, c1 in cols], dim=-1)
+               for r0, r1 in rows]
+        return torch.stack(out, dim=-2)
+
+
+def _relu_for_neurons(module: nn.Module) -> None:
+    """Replace every spiking neuron below ``module`` by a ReLU, in place (same names), and every
+    adaptive max pool by its sliced form (the same values, exportable to ONNX)."""
+    for name, child in module.named_children():
+        if isinstance(child, (MultiStepLIF, snn.Leaky)):
+            setattr(module, name, nn.ReLU())
+        elif isinstance(child, nn.AdaptiveMaxPool2d):
+            size = child.output_size if isinstance(child.output_size, tuple) else (child.output_size,) * 2
+            setattr(module, name, SlicedAdaptiveMaxPool2d(size))
+        else:
+            _relu_for_neurons(child)
+
+
+def build_scmrl_twin(spec: Any) -> ScmrlAnnTwin:
+    """The ANN twin of an S-CMRL spec (or of the twin's own spec, ``ann: true``), untrained."""
+    if getattr(spec, "ann", False) or (isinstance(spec, dict) and spec.get("ann")):
+        snn_spec = twin_snn_spec(spec)
+    else:
+        snn_spec = fill_defaults(spec)
+    if snn_spec.part is not None:
+        raise ConfigError("scmrl ANN twin: the twin is of the whole model, not of a chip part (spec key part)")
+    return ScmrlAnnTwin(snn_spec)
