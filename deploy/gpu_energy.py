@@ -61,6 +61,23 @@ def _nvml_handle(pynvml):
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
+def random_feeds(sess, batch: int) -> tuple[dict[str, "np.ndarray"], int]:
+    """Random float32 values for every input of an onnxruntime session (S-CMRL's twin takes the
+    visual and the audio frames), a dynamic batch axis set to ``batch``, and the batch the graph
+    runs (a fixed batch dimension keeps its own)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    feeds: dict[str, np.ndarray] = {}
+    batch_run = batch
+    for k, inp in enumerate(sess.get_inputs()):
+        dims = [d if isinstance(d, int) and d > 0 else batch for d in inp.shape]
+        if k == 0:
+            batch_run = dims[0]
+        feeds[inp.name] = rng.random(dims, dtype=np.float32)
+    return feeds, batch_run
+
+
 def _runner(run_dir: Path, batch: int) -> tuple[Callable[[], None], str, int]:
     """A function that runs one batch of the ANN twin on the GPU and waits for it, its name and
     the batch it runs (an ONNX file with a fixed batch dimension keeps its own)."""
@@ -71,13 +88,10 @@ def _runner(run_dir: Path, batch: int) -> tuple[Callable[[], None], str, int]:
         import onnxruntime as ort
         if onnx_path.is_file() and "CUDAExecutionProvider" in ort.get_available_providers():
             sess = ort.InferenceSession(str(onnx_path), providers=["CUDAExecutionProvider"])
-            inp = sess.get_inputs()[0]
-            dims = [d if isinstance(d, int) and d > 0 else batch for d in inp.shape]
-            rng = np.random.default_rng(0)
-            x = rng.random(dims, dtype=np.float32)
-            batch_run = dims[0]
+            feeds, batch_run = random_feeds(sess, batch)
             io = sess.io_binding()
-            io.bind_ortvalue_input(inp.name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+            for name, x in feeds.items():
+                io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
             for out in sess.get_outputs():
                 io.bind_output(out.name, "cuda")
 
@@ -94,7 +108,10 @@ def _runner(run_dir: Path, batch: int) -> tuple[Callable[[], None], str, int]:
 
     _, spec = load_run_model(run_dir)
     twin = build_ann_twin(spec).cuda().eval()
-    x = torch.rand([batch, *spec.input_shape], device="cuda")
+    if getattr(twin, "takes_pair", False):  # the audio-visual twin: one summed frame per modality
+        x = tuple(torch.rand([batch, *twin.input_shapes[m]], device="cuda") for m in ("visual", "audio"))
+    else:
+        x = torch.rand([batch, *spec.input_shape], device="cuda")
 
     def run_torch() -> None:
         with torch.inference_mode():

@@ -109,6 +109,20 @@ def test_scmrl_twin_onnx_matches_torch(tmp_path, chip_native):
     assert abs(got - want).max() <= 1e-5 * max(1.0, float(abs(want).max()))
 
 
+def test_gpu_baseline_feeds_both_inputs_of_the_scmrl_twin(tmp_path):
+    """The measured GPU baseline binds every input of the twin's graph: S-CMRL's has two."""
+    import onnxruntime as ort
+    from spikeport.deploy.gpu_energy import random_feeds
+    twin = _scmrl_twin(True)
+    export_onnx(twin, _summed_pair(1), tmp_path / "ann.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "ann.onnx"), providers=["CPUExecutionProvider"])
+    feeds, batch = random_feeds(sess, 4)
+    xv, xa = _summed_pair(1)
+    assert batch == 4 and sorted(feeds) == ["audio", "visual"]
+    assert feeds["visual"].shape == (4, *xv.shape[1:]) and feeds["audio"].shape == (4, *xa.shape[1:])
+    assert sess.run(None, feeds)[0].shape == (4, 10)
+
+
 def _conv_macs(c_in: int, c_out: int, k: tuple[int, int], out_hw: tuple[int, int]) -> int:
     return out_hw[0] * out_hw[1] * c_out * c_in * k[0] * k[1]
 
