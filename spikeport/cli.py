@@ -217,11 +217,13 @@ def reproduce(out: Path = typer.Option(Path("results"), help="where the tables g
               real: bool = typer.Option(False, "--real", help="N-MNIST and SHD from --root instead of embedded data"),
               variant: str = typer.Option("chip-native", help="chip-native | paper"),
               models: Optional[str] = typer.Option(None, help="comma-separated subset of the zoo"),
-              seed: int = typer.Option(0)) -> None:
+              seed: int = typer.Option(0, help="first seed"),
+              seeds: Optional[int] = typer.Option(None, min=1, help="how many seeds from --seed on "
+                                                  "(default: the schedule's 3); other seeds' rows are kept")) -> None:
     """The first paper's tables through the whole pipeline: train, export, deploy, report every model."""
     from spikeport.reproduce import reproduce as run_reproduce
     run_reproduce(out=out, runs=runs, root=root, quick=quick, seed=seed, variant=variant, real=real,
-                  models=[m.strip() for m in models.split(",")] if models else None)
+                  models=[m.strip() for m in models.split(",")] if models else None, seeds=seeds)
 
 
 def main() -> None:  # pragma: no cover

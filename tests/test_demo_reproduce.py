@@ -104,3 +104,20 @@ def test_reproduce_subset_plans_one_modality_and_keeps_the_rest(tmp_path: Path) 
     assert {r.date for r in kept} == {"2026-01-02"}  # rows without their day get the file's
     assert kept_rows(tmp_path, todo, "chip-native", TINY, False) == ([], None)
     assert kept_rows(tmp_path, todo, "paper", QUICK, False) == ([], None)
+
+
+def test_reproduce_cli_passes_seeds_and_refuses_zero(monkeypatch, tmp_path: Path) -> None:
+    """``spikeport reproduce --seed 3 --seeds 5`` asks for seeds 3..7; ``--seeds 0`` is refused."""
+    from typer.testing import CliRunner
+
+    import spikeport.reproduce as rep
+    from spikeport.cli import app
+
+    got = {}
+    monkeypatch.setattr(rep, "reproduce", lambda **kw: got.update(kw) or [])
+    res = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path), "--models", "scmrl",
+                                   "--seed", "3", "--seeds", "5"])
+    assert res.exit_code == 0, res.output
+    assert got["seed"] == 3 and got["seeds"] == 5 and got["models"] == ["scmrl"]
+    res = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path), "--seeds", "0"])
+    assert res.exit_code != 0 and "seeds" in res.output
