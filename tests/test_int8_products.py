@@ -174,8 +174,8 @@ def test_loihi_int8_falls_back_where_an_operand_does_not_fit(monkeypatch):
     assert "do not fit int8" in layers["lif3"] and layers["lif1"] == layers["lif2"] == layers["lif4"] == "int8"
     x = _inputs(4, 8, (2, 12, 12), 0.3, seed=3, most=7)
     calls = _Calls(monkeypatch)
-    got = run_fast(wide, x, record=True, events="never")
-    assert calls.dense == 1 * 2  # lif4 only (two worker chunks)
+    got = run_fast(wide, x, record=True, events="never", threads=1, batch_size=2)
+    assert calls.dense == 1 * 2  # lif4 only, once in each of the two chunks
     _equal(got.spikes, run_fast(wide, x, record=True, arithmetic="int64").spikes)
 
     # 8-bit payloads: a chunk whose input reaches 200 runs the first layer in float, one below 128 in int8
