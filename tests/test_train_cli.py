@@ -74,3 +74,23 @@ def test_bad_input_is_one_clear_line(data_root, tmp_path):
     res = train("--model", "baseline", "--dataset", "nmnist-embedded", "--out", str(tmp_path / "none"),
                 "--resume")
     assert res.exit_code == 2 and "no checkpoint to resume" in res.output
+
+
+def test_model_options_from_a_config_file(data_root, tmp_path):
+    """``model_options`` in a --config YAML sets the model's architecture keys (S-CMRL's size, seed
+    A's Hopfield temperature, ...); an unknown key or a non-mapping is one clear error."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model_options:\n  hopfield_temperature: 0.2\n")
+    out = tmp_path / "hop"
+    res = train("--model", "hopfield", "--dataset", "nmnist-embedded", "--root", str(data_root),
+                "--epochs", "1", "--max-samples", "16", "--config", str(cfg), "--out", str(out))
+    assert res.exit_code == 0, res.output
+    _, spec = load_run_model(out)
+    assert spec.hopfield_temperature == 0.2
+    for text, named in (("model_options:\n  no_such_key: 1\n", "no_such_key"),
+                        ("model_options: 32\n", "model_options")):
+        cfg.write_text(text)
+        res = train("--model", "hopfield", "--dataset", "nmnist-embedded", "--root", str(data_root),
+                    "--epochs", "1", "--config", str(cfg), "--out", str(tmp_path / "bad"))
+        assert res.exit_code == 2 and named in res.output and "Traceback" not in res.output
+        assert not (tmp_path / "bad" / "model.pt").exists()

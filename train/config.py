@@ -119,7 +119,8 @@ class TrainConfig:
 #: Keys a config file may hold: the CLI options and the recipe.
 RUN_KEYS = ("model", "dataset", "out", "chip_native", "ann", "root", "max_samples", "timesteps",
             "width", "beta", "preset", "augment", "bin_s", "split",
-            "finetune_for", "finetune_epochs", "init_from", "readout", "train_on_val", "batch_norm")
+            "finetune_for", "finetune_epochs", "init_from", "readout", "train_on_val", "batch_norm",
+            "model_options")
 CONFIG_KEYS = RUN_KEYS + tuple(f.name for f in fields(TrainConfig))
 
 

@@ -218,6 +218,9 @@ def train_run(model: str, dataset: str, out: Path, chip_native: bool = False, an
         opts["preset"], opts["augment"] = data["preset"], data["augment"]
         if opts.get("chip_native") and not opts.get("width"):
             opts["width"] = DEFAULT_WIDTH.get(opts["dataset"], "small")
+        if opts.get("model_options") is not None and not isinstance(opts["model_options"], dict):
+            raise ConfigError(f"model_options: must be a mapping of architecture keys to values "
+                              f"(e.g. embed_dim: 32), got {opts['model_options']!r}")
         spec = default_spec(opts["model"], opts["dataset"], bool(opts.get("chip_native")),
                             bool(opts.get("ann")), seed=cfg.seed,
                             timesteps=data.get("timesteps", opts.get("timesteps")),
