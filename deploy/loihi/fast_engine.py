@@ -708,6 +708,18 @@ FUSED_SCAN = True
 
 
 @njit
+def _emit(ak, counts, rec, k, row, record):  # pragma: no cover - compiled
+    """One sample's spikes of step ``k``: summed per neuron into ``counts`` and, when ``record``,
+    written to ``rec[k, row]`` (uint8); the tail both compiled scans share."""
+    if record:
+        r = rec[k, row]
+        for j in range(ak.shape[0]):
+            r[j] = np.uint8(ak[j])
+    for j in range(ak.shape[0]):
+        counts[j] += ak[j]
+
+
+@njit
 def _scan_fused_if(a, th, hi, counts, rec, i0, record):  # pragma: no cover - compiled
     """``_scan_if`` step by step over a [T, b, n] (synaptic input in units of 2**6 in, 0/1 spikes out, in
     place): ``v = clamp(v + a, -hi, hi)`` in a's dtype, spike ``v > th``, reset to 0. Every value is an
@@ -725,12 +737,7 @@ def _scan_fused_if(a, th, hi, counts, rec, i0, record):  # pragma: no cover - co
                 fired = x > th
                 vs[j] = 0.0 if fired else x
                 ak[j] = 1.0 if fired else 0.0
-            if record:
-                r = rec[k, i0 + s]
-                for j in range(n_):
-                    r[j] = np.uint8(ak[j])
-            for j in range(n_):
-                counts[j] += ak[j]
+            _emit(ak, counts, rec, k, i0 + s, record)
 
 
 @njit
@@ -747,12 +754,7 @@ def _scan_fused_lif(a, th, hi, keep, counts, rec, i0, record):  # pragma: no cov
                 fired = x > th
                 vs[j] = 0.0 if fired else x
                 ak[j] = 1.0 if fired else 0.0
-            if record:
-                r = rec[k, i0 + s]
-                for j in range(n_):
-                    r[j] = np.uint8(ak[j])
-            for j in range(n_):
-                counts[j] += ak[j]
+            _emit(ak, counts, rec, k, i0 + s, record)
 
 
 _NO_REC = np.zeros((1, 1, 1), np.uint8)  # a layer not recorded
